@@ -1,0 +1,333 @@
+//! Loading and checking the YAML configuration; every problem names file, line and field.
+
+mod duration;
+mod model;
+mod yaml;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use duration::HumanDuration;
+pub use model::*;
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    /// The field, as `routes[2].upstream`.
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read the config file: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", Problems { file, problems })]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+struct Problems<'a> {
+    file: &'a Path,
+    problems: &'a [Problem],
+}
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}: ", self.file.display(), p.line)?;
+            if !p.field.is_empty() {
+                write!(f, "{}: ", p.field)?;
+            }
+            f.write_str(&p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads, parses and checks the file at `file`, expanding `${VAR}` from the process environment.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    parse(&text, &|name| std::env::var(name).ok()).map_err(|problems| ConfigError::Invalid {
+        file: file.to_path_buf(),
+        problems,
+    })
+}
+
+/// Parses and checks config text; `env` resolves `${VAR}`.
+pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<Problem>> {
+    let doc = yaml::parse(text, env).map_err(|e| {
+        vec![Problem {
+            line: e.line,
+            field: e.path,
+            message: e.message,
+        }]
+    })?;
+    let config: Config = serde_path_to_error::deserialize(doc.value).map_err(|e| {
+        let mut field = e.path().to_string();
+        if field == "." {
+            field.clear();
+        }
+        let message = e.inner().to_string();
+        vec![Problem {
+            line: doc.lines.line_of(&field),
+            field,
+            message,
+        }]
+    })?;
+    let problems = check(&config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems
+            .into_iter()
+            .map(|(field, message)| Problem {
+                line: doc.lines.line_of(&field),
+                field,
+                message,
+            })
+            .collect())
+    }
+}
+
+/// Rules that span fields: references, combinations, ranges.
+fn check(config: &Config) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let mut problem = |field: String, message: String| problems.push((field, message));
+
+    for (name, up) in &config.upstreams {
+        let at = format!("upstreams.{name}");
+        if up.targets.is_empty() {
+            problem(
+                format!("{at}.targets"),
+                "an upstream needs at least one target".into(),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, target) in up.targets.iter().enumerate() {
+            if !(1..=1000).contains(&target.weight) {
+                problem(
+                    format!("{at}.targets[{i}].weight"),
+                    format!("weight must be between 1 and 1000, not {}", target.weight),
+                );
+            }
+            if !seen.insert(target.url.authority.as_str()) {
+                problem(
+                    format!("{at}.targets[{i}].url"),
+                    format!("target {} is listed twice", target.url.authority),
+                );
+            }
+        }
+        match (up.balance, &up.hash_on) {
+            (Balance::ConsistentHash, None) => problem(
+                format!("{at}.hash_on"),
+                "balance: consistent_hash needs hash_on (header:NAME, cookie:NAME or client_ip)"
+                    .into(),
+            ),
+            (b, Some(_)) if b != Balance::ConsistentHash => problem(
+                format!("{at}.hash_on"),
+                "hash_on only applies to balance: consistent_hash".into(),
+            ),
+            _ => {}
+        }
+        if let Some(hc) = &up.health_check {
+            if !hc.path.starts_with('/') {
+                problem(
+                    format!("{at}.health_check.path"),
+                    "must start with `/`".into(),
+                );
+            }
+            if hc.interval.0.is_zero() {
+                problem(
+                    format!("{at}.health_check.interval"),
+                    "must be more than 0".into(),
+                );
+            }
+            if hc.timeout.0.is_zero() {
+                problem(
+                    format!("{at}.health_check.timeout"),
+                    "must be more than 0".into(),
+                );
+            }
+            if hc.healthy_after == 0 {
+                problem(
+                    format!("{at}.health_check.healthy_after"),
+                    "must be at least 1".into(),
+                );
+            }
+            if hc.unhealthy_after == 0 {
+                problem(
+                    format!("{at}.health_check.unhealthy_after"),
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        if up.timeouts.connect.0.is_zero() {
+            problem(
+                format!("{at}.timeouts.connect"),
+                "must be more than 0".into(),
+            );
+        }
+        if up.timeouts.request.0.is_zero() {
+            problem(
+                format!("{at}.timeouts.request"),
+                "must be more than 0".into(),
+            );
+        }
+    }
+
+    let mut names = HashSet::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if route.name.trim().is_empty() {
+            problem(format!("{at}.name"), "a route needs a name".into());
+        } else if !names.insert(route.name.as_str()) {
+            problem(
+                format!("{at}.name"),
+                format!("another route is already named \"{}\"", route.name),
+            );
+        }
+        if !config.upstreams.contains_key(&route.upstream) {
+            problem(
+                format!("{at}.upstream"),
+                format!("no upstream named \"{}\"", route.upstream),
+            );
+        }
+        let m = &route.matcher;
+        if m.path.is_some() && m.path_prefix.is_some() {
+            problem(
+                format!("{at}.match.path"),
+                "use either path or path_prefix, not both".into(),
+            );
+        }
+        if route.strip_prefix.is_some() && route.rewrite.is_some() {
+            problem(
+                format!("{at}.rewrite"),
+                "use either strip_prefix or rewrite, not both".into(),
+            );
+        }
+        if let Some(rewrite) = &route.rewrite {
+            let matched = m.path.as_ref().or(m.path_prefix.as_ref());
+            for param in rewrite.param_names() {
+                if !matched.is_some_and(|p| p.param_names().any(|n| n == param)) {
+                    problem(
+                        format!("{at}.rewrite"),
+                        format!("`{{{param}}}` is not captured by this route's match path"),
+                    );
+                }
+            }
+        }
+        if route.timeout.is_some_and(|t| t.0.is_zero()) {
+            problem(format!("{at}.timeout"), "must be more than 0".into());
+        }
+        if !route.plugins.is_empty() {
+            problem(
+                format!("{at}.plugins"),
+                "plugin chains are not available in this build yet; leave plugins empty".into(),
+            );
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, &|_| None) {
+            Ok(_) => vec![],
+            Err(ps) => ps
+                .into_iter()
+                .map(|p| format!("{}: {}: {}", p.line, p.field, p.message))
+                .collect(),
+        }
+    }
+
+    const UPSTREAM: &str =
+        "upstreams:\n  users:\n    targets:\n      - { url: \"http://127.0.0.1:9001\" }\n";
+
+    #[test]
+    fn accepts_the_documented_example() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/example.yaml"
+        ))
+        .expect("config/example.yaml exists");
+        let config = parse(&text, &|_| Some("value".into())).expect("example config is valid");
+        assert!(!config.routes.is_empty());
+    }
+
+    #[test]
+    fn names_a_missing_upstream_with_its_line() {
+        let text = format!(
+            "{UPSTREAM}routes:\n  - name: a\n    upstream: users\n  - name: b\n    upstream: orders\n"
+        );
+        assert_eq!(
+            problems(&text),
+            vec!["9: routes[1].upstream: no upstream named \"orders\""]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_point_at_the_key() {
+        let text = format!(
+            "{UPSTREAM}routes:\n  - name: a\n    upstream: users\n    match:\n      hots: x\n"
+        );
+        let found = problems(&text);
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].starts_with("9: routes[0].match.hots: unknown field `hots`"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let text = "upstreams:\n  u:\n    timeouts: { connect: 5 }\n    targets: []\n";
+        let found = problems(text);
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].starts_with("3: upstreams.u.timeouts.connect: invalid type"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn reports_every_cross_field_problem() {
+        let text = "upstreams:\n  u:\n    balance: consistent_hash\n    targets: []\nroutes:\n  - name: a\n    upstream: u\n  - name: a\n    upstream: u\n    match: { path: /a, path_prefix: /b }\n";
+        assert_eq!(
+            problems(text),
+            vec![
+                "4: upstreams.u.targets: an upstream needs at least one target",
+                "2: upstreams.u.hash_on: balance: consistent_hash needs hash_on (header:NAME, cookie:NAME or client_ip)",
+                "8: routes[1].name: another route is already named \"a\"",
+                "10: routes[1].match.path: use either path or path_prefix, not both",
+            ]
+        );
+    }
+
+    #[test]
+    fn rewrite_may_only_use_captured_params() {
+        let text = format!(
+            "{UPSTREAM}routes:\n  - name: a\n    upstream: users\n    match: {{ path: '/u/{{id}}' }}\n    rewrite: '/users/{{uid}}'\n"
+        );
+        assert_eq!(
+            problems(&text),
+            vec!["9: routes[0].rewrite: `{uid}` is not captured by this route's match path"]
+        );
+    }
+}

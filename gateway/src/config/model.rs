@@ -1,0 +1,331 @@
+//! The configuration file's shape. Every field is checked while it is read, so
+//! a loaded `Config` holds only parsed, valid values.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::duration::HumanDuration;
+use crate::balance::HashOn;
+use crate::routing::{HostPattern, PathPattern};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Reserved for the admin API (status, reloads); validated now.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub plugins: Option<PluginsConfig>,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    pub dir: PathBuf,
+}
+
+/// Client-facing listener limits and shutdown behaviour.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    pub drain_timeout: HumanDuration,
+    /// A client must send its request head within this time (slowloris guard).
+    pub header_read_timeout: HumanDuration,
+    /// Largest request head (request line plus headers) accepted, in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: HumanDuration(std::time::Duration::from_secs(30)),
+            header_read_timeout: HumanDuration(std::time::Duration::from_secs(10)),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    Random,
+    ConsistentHash,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default)]
+    pub passive_health: PassiveHealthConfig,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Send the client's Host to the target (true) or the target's own authority (false).
+    #[serde(default)]
+    pub preserve_host: bool,
+    #[serde(default)]
+    pub keepalive: KeepaliveConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub url: TargetUrl,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// `http://host:port` of one upstream target.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TargetUrl {
+    /// `host:port`, as sent in the request line's authority and default Host.
+    pub authority: http::uri::Authority,
+}
+
+impl TryFrom<String> for TargetUrl {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let uri: http::Uri = text
+            .parse()
+            .map_err(|_| format!("`{text}` is not a URL; write it like http://10.0.0.5:8080"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!("`{text}`: https upstreams are not supported yet"));
+            }
+            _ => return Err(format!("`{text}` must start with http://")),
+        }
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+            return Err(format!(
+                "`{text}` must not have a path; use a route `rewrite`"
+            ));
+        }
+        let Some(authority) = uri.authority().cloned() else {
+            return Err(format!("`{text}` has no host"));
+        };
+        if authority.port_u16().is_none() {
+            // An explicit port keeps `http://host` from meaning different things to different readers.
+            return Err(format!(
+                "`{text}` needs an explicit port, like http://{authority}:80"
+            ));
+        }
+        Ok(Self { authority })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    #[serde(default = "default_check_interval")]
+    pub interval: HumanDuration,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default = "default_healthy_after")]
+    pub healthy_after: u32,
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after: u32,
+}
+
+fn default_check_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(5))
+}
+fn default_check_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(1))
+}
+fn default_healthy_after() -> u32 {
+    2
+}
+fn default_unhealthy_after() -> u32 {
+    3
+}
+
+/// Eject a target after `max_fails` failures in a row, for `cooldown`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealthConfig {
+    /// 0 turns passive ejection off.
+    pub max_fails: u32,
+    pub cooldown: HumanDuration,
+}
+
+impl Default for PassiveHealthConfig {
+    fn default() -> Self {
+        Self {
+            max_fails: 3,
+            cooldown: HumanDuration(std::time::Duration::from_secs(10)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    pub connect: HumanDuration,
+    /// Until the upstream's response head arrives; a route `timeout` overrides it.
+    pub request: HumanDuration,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect: HumanDuration(std::time::Duration::from_secs(5)),
+            request: HumanDuration(std::time::Duration::from_secs(30)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepaliveConfig {
+    pub idle_timeout: HumanDuration,
+    pub max_idle_per_target: usize,
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: HumanDuration(std::time::Duration::from_secs(60)),
+            max_idle_per_target: 128,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    #[serde(rename = "match", default)]
+    pub matcher: MatchConfig,
+    /// Higher wins before any specificity rule.
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub strip_prefix: Option<PathPattern>,
+    #[serde(default)]
+    pub rewrite: Option<PathPattern>,
+    pub upstream: String,
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub plugins: Vec<PluginRef>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    #[serde(default)]
+    pub host: Option<HostPattern>,
+    #[serde(default)]
+    pub path: Option<PathPattern>,
+    #[serde(default)]
+    pub path_prefix: Option<PathPattern>,
+    #[serde(default)]
+    pub methods: Vec<MethodName>,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatchConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MethodName(pub http::Method);
+
+impl TryFrom<String> for MethodName {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        http::Method::from_bytes(text.to_ascii_uppercase().as_bytes())
+            .map(MethodName)
+            .map_err(|_| format!("`{text}` is not an HTTP method"))
+    }
+}
+
+/// Header presence (no `value`) or exact value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchConfig {
+    pub name: HeaderNameConfig,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HeaderNameConfig(pub http::HeaderName);
+
+impl TryFrom<String> for HeaderNameConfig {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        http::HeaderName::from_bytes(text.as_bytes())
+            .map(HeaderNameConfig)
+            .map_err(|_| format!("`{text}` is not a valid header name"))
+    }
+}
+
+/// A plugin in a route's chain. Chains arrive with the plugin runtime; the
+/// shape is accepted now so configs written for it parse.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginRef {
+    pub name: String,
+    #[serde(default)]
+    pub config: serde_json::Value,
+    #[serde(default)]
+    pub limits: Option<serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for HostPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        HostPattern::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for PathPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        PathPattern::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for HashOn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        HashOn::parse(&text).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,111 @@
+//! Errors the gateway answers itself, and their one JSON shape:
+//! `{"error":{"status":502,"code":"upstream_unavailable","message":"…","request_id":"…"}}`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// Why the gateway could not proxy a request; each maps to one status.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The client sent something we cannot route.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("no route matches {method} {host}{path}")]
+    NoRoute {
+        method: http::Method,
+        host: String,
+        path: String,
+    },
+    #[error("upstream \"{0}\" has no healthy target")]
+    NoHealthyTarget(String),
+    #[error("upstream \"{upstream}\" target {target} is unavailable: {reason}")]
+    UpstreamUnavailable {
+        upstream: String,
+        target: String,
+        reason: String,
+    },
+    #[error("upstream \"{upstream}\" target {target} did not answer within {}ms", timeout.as_millis())]
+    UpstreamTimeout {
+        upstream: String,
+        target: String,
+        timeout: Duration,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    /// The one place errors become HTTP statuses.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
+            Self::NoHealthyTarget(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_upstream"),
+            Self::UpstreamUnavailable { .. } => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+            Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+
+    pub fn to_response(&self, request_id: &str) -> Response<Full<Bytes>> {
+        let (status, code) = self.status_and_code();
+        json_error(status, code, &self.to_string(), request_id)
+    }
+}
+
+/// A response in the gateway's JSON error format.
+pub fn json_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "error": {
+            "status": status.as_u16(),
+            "code": code,
+            "message": message,
+            "request_id": request_id,
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn errors_render_as_the_json_shape() {
+        let err = ProxyError::NoHealthyTarget("users".into());
+        let response = err.to_response("req-1");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"error": {
+                "status": 503,
+                "code": "no_healthy_upstream",
+                "message": "upstream \"users\" has no healthy target",
+                "request_id": "req-1",
+            }})
+        );
+    }
+}

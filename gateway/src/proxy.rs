@@ -1,0 +1,229 @@
+//! The request pipeline, top to bottom: route, prepare, balance and forward,
+//! answer. Each arrow of the README's request-flow diagram is one call here.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http_body::Body as _;
+use http_body_util::{Either, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::balance::RequestInfo;
+use crate::error::ProxyError;
+use crate::routing::{Matched, rewrite};
+use crate::snapshot::Snapshot;
+use crate::upstream::headers::{self, X_REQUEST_ID};
+use crate::upstream::{AttemptError, Upstream, UpstreamBody};
+
+/// What the gateway answers with: the upstream's streaming body, or its own.
+pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// Handles one client request on the given snapshot; never fails: errors
+/// become the gateway's JSON error responses.
+pub async fn handle(
+    snapshot: &Snapshot,
+    mut request: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<ResponseBody> {
+    let request_id = headers::ensure_request_id(request.headers_mut());
+    let mut response = match proxy(snapshot, request, client.ip()).await {
+        Ok(response) => response.map(Either::Left),
+        Err(error) => {
+            let (status, _) = error.status_and_code();
+            if status.is_server_error() {
+                tracing::warn!(request_id = ?request_id, %error, "request failed");
+            } else {
+                tracing::debug!(request_id = ?request_id, %error, "request refused");
+            }
+            let id = request_id.to_str().unwrap_or("");
+            error.to_response(id).map(Either::Right)
+        }
+    };
+    response.headers_mut().insert(&X_REQUEST_ID, request_id);
+    response
+}
+
+/// The pipeline itself.
+async fn proxy(
+    snapshot: &Snapshot,
+    mut request: Request<Incoming>,
+    client_ip: IpAddr,
+) -> Result<Response<Incoming>, ProxyError> {
+    let host = original_host(&request)?.into_owned();
+    let matched = snapshot
+        .router
+        .route(
+            &routing_host(&host),
+            request.method(),
+            request.uri().path(),
+            request.headers(),
+        )
+        .ok_or_else(|| ProxyError::NoRoute {
+            method: request.method().clone(),
+            host: host.clone(),
+            path: request.uri().path().to_string(),
+        })?;
+    let upstream = snapshot.upstream(matched.route.upstream)?;
+    let timeout = matched.route.timeout.unwrap_or(upstream.request_timeout);
+
+    let client_upgrade =
+        headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+    let outgoing = upstream_request(request, &matched, upstream, client_ip, &host)?;
+    let mut response = forward(upstream, outgoing, client_ip, timeout).await?;
+    if let Some(client_upgrade) = client_upgrade
+        && response.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        tunnel(client_upgrade, hyper::upgrade::on(&mut response));
+    }
+    headers::remove_hop_by_hop(response.headers_mut());
+    Ok(response)
+}
+
+/// The client's Host: the URI authority (HTTP/2, absolute-form) or the Host header.
+fn original_host(request: &Request<Incoming>) -> Result<Cow<'_, str>, ProxyError> {
+    if let Some(authority) = request.uri().authority() {
+        return Ok(Cow::Borrowed(authority.as_str()));
+    }
+    match request.headers().get(header::HOST) {
+        Some(host) => host
+            .to_str()
+            .map(Cow::Borrowed)
+            .map_err(|_| ProxyError::BadRequest("the Host header is not valid text".into())),
+        None if request.version() == Version::HTTP_11 => Err(ProxyError::BadRequest(
+            "HTTP/1.1 requests need a Host header".into(),
+        )),
+        None => Ok(Cow::Borrowed("")),
+    }
+}
+
+/// The host as routes see it: lower case, without port.
+fn routing_host(host: &str) -> Cow<'_, str> {
+    let name = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+/// The request as the upstream gets it: rewritten path, proxy headers, Host rule.
+fn upstream_request(
+    request: Request<Incoming>,
+    matched: &Matched,
+    upstream: &Upstream,
+    client_ip: IpAddr,
+    host: &str,
+) -> Result<Request<UpstreamBody>, ProxyError> {
+    let (mut parts, body) = request.into_parts();
+    let path = rewrite::upstream_path(matched.route, parts.uri.path(), &matched.params);
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.into_owned(),
+    };
+    parts.uri = path_and_query
+        .parse()
+        .map_err(|e| ProxyError::BadRequest(format!("the rewritten path is not valid: {e}")))?;
+    parts.version = Version::HTTP_11;
+    headers::remove_hop_by_hop(&mut parts.headers);
+    headers::add_forwarding(&mut parts.headers, client_ip, host);
+    if upstream.preserve_host && !host.is_empty() {
+        let value = HeaderValue::from_str(host)
+            .map_err(|_| ProxyError::BadRequest("the Host is not a valid header value".into()))?;
+        parts.headers.insert(header::HOST, value);
+    } else {
+        // The client then sends the target's own authority as Host.
+        parts.headers.remove(header::HOST);
+    }
+    Ok(Request::from_parts(parts, Either::Left(body)))
+}
+
+/// Picks a target and sends; a request that failed at the connection level
+/// is tried once more on another target when that is safe: an idempotent
+/// method with no body (a streamed body cannot be sent twice).
+async fn forward(
+    upstream: &Upstream,
+    request: Request<UpstreamBody>,
+    client_ip: IpAddr,
+    timeout: Duration,
+) -> Result<Response<Incoming>, ProxyError> {
+    let info = RequestInfo {
+        headers: request.headers(),
+        client_ip,
+    };
+    let first = upstream.pick(&info, None)?;
+    let second_try = retryable(&request).then(|| bodiless_copy(&request));
+    let error = match upstream.send(first, request, timeout).await {
+        Ok(response) => return Ok(response),
+        Err(error @ AttemptError::Timeout(_)) => return Err(upstream.error_for(first, error)),
+        Err(error) => error,
+    };
+    let Some(again) = second_try else {
+        return Err(upstream.error_for(first, error));
+    };
+    let info = RequestInfo {
+        headers: again.headers(),
+        client_ip,
+    };
+    let Some(second) = upstream.pool.pick(&info, Some(first)) else {
+        return Err(upstream.error_for(first, error));
+    };
+    tracing::debug!(upstream = %upstream.name, ?error, "retrying on another target");
+    upstream
+        .send(second, again, timeout)
+        .await
+        .map_err(|e| upstream.error_for(second, e))
+}
+
+fn retryable(request: &Request<UpstreamBody>) -> bool {
+    request.method().is_idempotent() && request.body().is_end_stream()
+}
+
+fn bodiless_copy(request: &Request<UpstreamBody>) -> Request<UpstreamBody> {
+    let mut copy = Request::new(Either::Right(Empty::new()));
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// Joins the client's and the upstream's upgraded connections (WebSocket).
+fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        match tokio::try_join!(client, upstream) {
+            Ok((client, upstream)) => {
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                {
+                    tracing::debug!(%error, "upgraded connection closed with an error");
+                }
+            }
+            Err(error) => tracing::debug!(%error, "upgrade did not complete"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_host_drops_port_and_case() {
+        assert_eq!(routing_host("API.Example.com:8080"), "api.example.com");
+        assert_eq!(routing_host("api.example.com"), "api.example.com");
+        assert_eq!(routing_host("[::1]:8080"), "[::1]");
+        assert_eq!(routing_host(""), "");
+    }
+}
