@@ -61,7 +61,16 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
         file: file.to_path_buf(),
         source,
     })?;
-    parse(&text, &|name| std::env::var(name).ok()).map_err(|problems| ConfigError::Invalid {
+    from_text(&text, file, &|name| std::env::var(name).ok())
+}
+
+/// Parses and checks `text` read from `file` (named in errors); `env` resolves `${VAR}`.
+pub fn from_text(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    parse(text, env).map_err(|problems| ConfigError::Invalid {
         file: file.to_path_buf(),
         problems,
     })
@@ -212,6 +221,18 @@ fn check(config: &Config) -> Vec<(String, String)> {
                 format!("{at}.match.path"),
                 "use either path or path_prefix, not both".into(),
             );
+        }
+        for (h, header) in m.headers.iter().enumerate() {
+            let valid = header
+                .value
+                .as_deref()
+                .is_none_or(|v| http::HeaderValue::from_str(v).is_ok());
+            if !valid {
+                problem(
+                    format!("{at}.match.headers[{h}].value"),
+                    "not a valid header value (visible ASCII only)".into(),
+                );
+            }
         }
         if route.strip_prefix.is_some() && route.rewrite.is_some() {
             problem(

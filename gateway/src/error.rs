@@ -63,15 +63,28 @@ pub fn json_error(
     message: &str,
     request_id: &str,
 ) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({
-        "error": {
-            "status": status.as_u16(),
-            "code": code,
-            "message": message,
-            "request_id": request_id,
-        }
-    });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        error: Fields<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Fields<'a> {
+        status: u16,
+        code: &'a str,
+        message: &'a str,
+        request_id: &'a str,
+    }
+    let body = Body {
+        error: Fields {
+            status: status.as_u16(),
+            code,
+            message,
+            request_id,
+        },
+    };
+    // Serialising four strings cannot fail; an empty body would still carry the status.
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -97,6 +110,7 @@ mod tests {
             .await
             .expect("body")
             .to_bytes();
+        assert!(body.starts_with(br#"{"error":{"status":503,"code":"no_healthy_upstream""#));
         let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(
             json,

@@ -1,1 +1,15 @@
+//! End-to-end tests: the real `gateway` binary between real HTTP clients and
+//! real backend servers, all on loopback. Each module reads as a description
+//! of one area of behaviour.
 
+mod support;
+
+mod bad_input;
+mod balancing;
+mod health;
+mod protocols;
+mod proxy_headers;
+mod routing;
+mod shutdown;
+mod streaming;
+mod validate;

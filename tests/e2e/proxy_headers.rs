@@ -1,0 +1,108 @@
+//! What the upstream and the client see of each other's headers.
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+
+use crate::support::{Backend, Gateway, raw, send, upstream};
+
+fn gateway(backend: &Backend, extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        "upstreams:\n{}routes:\n  - {{ name: all, upstream: svc }}\n",
+        upstream("svc", &[backend], extra)
+    ))
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_in_both_directions() {
+    let svc = Backend::start("svc").await;
+    let gw = gateway(&svc, "");
+    let response = raw(
+        gw.addr,
+        "GET /hop HTTP/1.1\r\nHost: shop.test\r\nConnection: close, x-client-secret\r\nx-client-secret: 1\r\n\
+         Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\nUpgrade: h2c\r\nx-kept: yes\r\n\r\n",
+    )
+    .await;
+    let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
+    let echo: serde_json::Value = serde_json::from_str(body.trim()).expect("echo JSON");
+    let seen = echo["headers"].as_object().expect("headers");
+    for gone in [
+        "connection",
+        "x-client-secret",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "upgrade",
+    ] {
+        assert!(
+            !seen.contains_key(gone),
+            "{gone} reached the upstream: {seen:?}"
+        );
+    }
+    assert_eq!(echo["headers"]["x-kept"][0], "yes");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("x-backend-visible: yes"), "{head}");
+    for gone in ["x-backend-secret", "keep-alive", "proxy-authenticate"] {
+        assert!(!head.contains(gone), "{gone} reached the client: {head}");
+    }
+}
+
+#[tokio::test]
+async fn forwarding_headers_and_request_ids() {
+    let svc = Backend::start("svc").await;
+    let gw = gateway(&svc, "");
+    let request = Request::get(gw.url("/who"))
+        .header("host", "shop.test:8080")
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let reply = send(request).await;
+    assert_eq!(
+        reply.upstream_header("x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(
+        reply.upstream_header("x-forwarded-proto").as_deref(),
+        Some("http")
+    );
+    assert_eq!(
+        reply.upstream_header("x-forwarded-host").as_deref(),
+        Some("shop.test:8080")
+    );
+    // Host is the target's own authority unless the pool preserves it.
+    assert_eq!(reply.upstream_header("host"), Some(svc.addr.to_string()));
+    let id = reply
+        .upstream_header("x-request-id")
+        .expect("a request id is generated");
+    assert_eq!(id.len(), 36);
+    assert_eq!(
+        reply.headers["x-request-id"],
+        id.as_str(),
+        "the client sees the same id"
+    );
+
+    let request = Request::get(gw.url("/who"))
+        .header("x-request-id", "client-chosen-id")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let reply = send(request).await;
+    assert_eq!(
+        reply.upstream_header("x-request-id").as_deref(),
+        Some("client-chosen-id")
+    );
+    assert_eq!(reply.headers["x-request-id"], "client-chosen-id");
+}
+
+#[tokio::test]
+async fn preserve_host_sends_the_clients_host() {
+    let svc = Backend::start("svc").await;
+    let gw = gateway(&svc, "    preserve_host: true\n");
+    let request = Request::get(gw.url("/"))
+        .header("host", "shop.test:8080")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    assert_eq!(
+        send(request).await.upstream_header("host").as_deref(),
+        Some("shop.test:8080")
+    );
+}

@@ -1,0 +1,18 @@
+//! What every end-to-end test uses: backends, the gateway process, clients.
+
+pub mod backend;
+pub mod client;
+pub mod gateway;
+
+pub use backend::Backend;
+pub use client::{get, raw, send};
+pub use gateway::Gateway;
+
+/// An `upstreams:` entry with these backends as targets and extra settings.
+pub fn upstream(name: &str, backends: &[&Backend], extra: &str) -> String {
+    let targets: String = backends
+        .iter()
+        .map(|b| format!("      - {{ url: \"{}\" }}\n", b.url()))
+        .collect();
+    format!("  {name}:\n{extra}    targets:\n{targets}")
+}

@@ -1,0 +1,102 @@
+//! Small HTTP clients for tests: hyper over real sockets, and raw TCP for
+//! requests a well-behaved client would not send.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Which backend answered (from the echo body).
+    pub fn backend(&self) -> String {
+        self.json()["backend"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The first value the backend received for header `name`.
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name][0].as_str().map(str::to_string)
+    }
+
+    /// The gateway's own error code, checking the whole JSON error shape.
+    pub fn error_code(&self) -> String {
+        assert_eq!(self.headers["content-type"], "application/json");
+        let json = self.json();
+        let error = &json["error"];
+        assert_eq!(error["status"], self.status.as_u16(), "{json}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{json}"
+        );
+        assert_eq!(
+            error["request_id"].as_str(),
+            self.headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+            "{json}"
+        );
+        error["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+pub async fn get(url: &str) -> Reply {
+    send(
+        Request::get(url)
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+    )
+    .await
+}
+
+pub async fn send(request: Request<Full<Bytes>>) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let response = client
+        .request(request)
+        .await
+        .expect("request reaches the gateway");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("read body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Sends raw bytes and returns everything the server sends before closing.
+pub async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut out),
+    )
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
