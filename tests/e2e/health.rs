@@ -13,28 +13,119 @@ fn one_route(pool: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_dead_target_is_failed_over_without_a_client_error() {
+async fn a_dead_target_is_failed_over_then_ejected_for_its_cooldown() {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
     let gw = Gateway::start(&one_route(&upstream(
         "pool",
         &[&a, &b],
-        "    passive_health: { max_fails: 2, cooldown: 30s }\n",
+        "    passive_health: { max_fails: 2, cooldown: 1500ms }\n",
     )));
     assert_eq!(get(&gw.url("/")).await.status, 200);
+    let b_addr = b.addr.to_string();
     b.stop();
     // GETs that land on the dead target are retried on the live one.
-    for i in 0..20 {
+    for i in 0..10 {
         let reply = get(&gw.url("/")).await;
         assert_eq!(reply.status, 200, "request {i}: {:?}", reply.body);
         assert_eq!(reply.backend(), "a");
     }
-    // After two failures in a row b is ejected: a sees every request directly.
-    let before = a.served();
+    // b is back, but ejected after two failures in a row: it gets nothing
+    // until the cool-down is over, then takes its share again.
+    let b = Backend::start_on("b", &b_addr).await;
     for _ in 0..10 {
-        get(&gw.url("/")).await;
+        assert_eq!(get(&gw.url("/")).await.backend(), "a");
     }
-    assert_eq!(a.served() - before, 10);
+    assert_eq!(b.served(), 0, "an ejected target gets no requests");
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let mut back = 0;
+    for _ in 0..10 {
+        back += usize::from(get(&gw.url("/")).await.backend() == "b");
+    }
+    assert_eq!(back, 5, "round robin includes b again after the cool-down");
+}
+
+#[tokio::test]
+async fn a_connection_reset_is_retried_for_get_and_a_502_when_nothing_is_left() {
+    let good = Backend::start("good").await;
+    let rude = rude_listener().await;
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  mixed:\n    targets:\n      - {{ url: \"http://{rude}\" }}\n      - {{ url: \"{}\" }}\n  rude:\n    targets:\n      - {{ url: \"http://{rude}\" }}\nroutes:\n  - {{ name: rude, upstream: rude, match: {{ path_prefix: /rude }} }}\n  - {{ name: mixed, upstream: mixed }}\n",
+        good.url()
+    ));
+    for _ in 0..4 {
+        let reply = get(&gw.url("/")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.backend(), "good");
+    }
+    let reply = get(&gw.url("/rude")).await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.error_code(), "upstream_unavailable");
+}
+
+/// Accepts connections and closes them at once, before any response.
+async fn rude_listener() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_target_that_never_accepts_gets_504_after_the_connect_timeout() {
+    // A listener whose accept queue is full: the kernel drops further SYNs,
+    // so a connect neither succeeds nor fails, as with a black-holed host.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let _listener = socket.listen(0).expect("listen");
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(stream);
+        }
+    }
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  hole:\n    timeouts: {{ connect: 300ms }}\n    targets:\n      - {{ url: \"http://{addr}\" }}\nroutes:\n  - {{ name: hole, upstream: hole }}\n"
+    ));
+    let started = std::time::Instant::now();
+    let reply = send(
+        Request::post(gw.url("/"))
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(reply.status, 504, "{:?}", reply.body);
+    assert_eq!(reply.error_code(), "upstream_timeout");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&one_route(&upstream("pool", &[&svc], "")));
+    for _ in 0..20 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    assert_eq!(svc.served(), 20);
+    assert_eq!(
+        svc.connections_accepted(),
+        1,
+        "sequential requests share one upstream connection"
+    );
 }
 
 #[tokio::test]

@@ -41,6 +41,8 @@ struct State {
     /// Requests served, health checks not counted.
     served: AtomicUsize,
     health_checks: AtomicUsize,
+    /// TCP connections accepted.
+    accepted: AtomicUsize,
     /// Added to every answer but health checks.
     delay_ms: AtomicUsize,
     connections: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -69,6 +71,7 @@ impl Backend {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accept_state.accepted.fetch_add(1, Ordering::SeqCst);
                 let state = accept_state.clone();
                 let connection = tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -98,6 +101,10 @@ impl Backend {
 
     pub fn served(&self) -> usize {
         self.state.served.load(Ordering::SeqCst)
+    }
+
+    pub fn connections_accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
     }
 
     pub fn health_checks(&self) -> usize {
