@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
         text = text.replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0");
     }
     let config = gateway::config::from_text(&text, Path::new(CONFIG), &|v| std::env::var(v).ok())?;
-    let gw = gateway::Gateway::start(&config)?;
+    let gw = gateway::Gateway::start(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -2,6 +2,7 @@
 
 mod duration;
 mod model;
+mod size;
 mod yaml;
 
 use std::collections::HashSet;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub use duration::HumanDuration;
 pub use model::*;
+pub use size::ByteSize;
 
 /// One thing wrong with a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +72,36 @@ pub fn from_text(
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    parse(text, env).map_err(|problems| ConfigError::Invalid {
+    let mut config = parse(text, env).map_err(|problems| ConfigError::Invalid {
         file: file.to_path_buf(),
         problems,
-    })
+    })?;
+    config.origin.file = file.to_path_buf();
+    Ok(config)
+}
+
+/// Largest memory limit a plugin may be given (the pooling allocator's slot size).
+pub const MAX_PLUGIN_MEMORY: ByteSize = ByteSize::mib(256);
+
+impl Config {
+    /// A problem found after parsing (say, by loading plugins), located like the others.
+    pub fn error_at(&self, field: &str, message: String) -> ConfigError {
+        self.errors(vec![(field.to_string(), message)])
+    }
+
+    pub fn errors(&self, problems: Vec<(String, String)>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.origin.file.clone(),
+            problems: problems
+                .into_iter()
+                .map(|(field, message)| Problem {
+                    line: self.origin.lines.line_of(&field),
+                    field,
+                    message,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Parses and checks config text; `env` resolves `${VAR}`.
@@ -85,7 +113,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             message: e.message,
         }]
     })?;
-    let config: Config = serde_path_to_error::deserialize(doc.value).map_err(|e| {
+    let mut config: Config = serde_path_to_error::deserialize(doc.value).map_err(|e| {
         let mut field = e.path().to_string();
         if field == "." {
             field.clear();
@@ -98,13 +126,14 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         }]
     })?;
     let problems = check(&config);
+    config.origin.lines = doc.lines;
     if problems.is_empty() {
         Ok(config)
     } else {
         Err(problems
             .into_iter()
             .map(|(field, message)| Problem {
-                line: doc.lines.line_of(&field),
+                line: config.origin.lines.line_of(&field),
                 field,
                 message,
             })
@@ -198,6 +227,16 @@ fn check(config: &Config) -> Vec<(String, String)> {
         }
     }
 
+    if let Some(plugins) = &config.plugins {
+        let limits = plugins.limits;
+        check_limits(
+            "plugins.limits",
+            Some(limits.deadline),
+            Some(limits.memory),
+            &mut problem,
+        );
+    }
+
     let mut names = HashSet::new();
     for (i, route) in config.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
@@ -254,14 +293,55 @@ fn check(config: &Config) -> Vec<(String, String)> {
         if route.timeout.is_some_and(|t| t.0.is_zero()) {
             problem(format!("{at}.timeout"), "must be more than 0".into());
         }
-        if !route.plugins.is_empty() {
+        if !route.plugins.is_empty() && config.plugins.is_none() {
             problem(
                 format!("{at}.plugins"),
-                "plugin chains are not available in this build yet; leave plugins empty".into(),
+                "this route names plugins but no `plugins: { dir: … }` is configured".into(),
+            );
+        }
+        for (p, plugin) in route.plugins.iter().enumerate() {
+            let valid = !plugin.name.is_empty()
+                && plugin
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid {
+                problem(
+                    format!("{at}.plugins[{p}].name"),
+                    format!(
+                        "`{}` is not a plugin name (letters, digits, `-`, `_`)",
+                        plugin.name
+                    ),
+                );
+            }
+            check_limits(
+                &format!("{at}.plugins[{p}].limits"),
+                plugin.limits.deadline,
+                plugin.limits.memory,
+                &mut problem,
             );
         }
     }
     problems
+}
+
+fn check_limits(
+    at: &str,
+    deadline: Option<HumanDuration>,
+    memory: Option<ByteSize>,
+    problem: &mut impl FnMut(String, String),
+) {
+    if deadline.is_some_and(|d| d.0.is_zero()) {
+        problem(format!("{at}.deadline"), "must be more than 0".into());
+    }
+    if let Some(memory) = memory
+        && !(ByteSize::mib(1).0..=MAX_PLUGIN_MEMORY.0).contains(&memory.0)
+    {
+        problem(
+            format!("{at}.memory"),
+            format!("must be between 1MiB and {MAX_PLUGIN_MEMORY}, not {memory}"),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,20 @@ pub enum ProxyError {
         target: String,
         timeout: Duration,
     },
+    #[error("the request body is larger than the {limit} bytes plugins may buffer")]
+    PayloadTooLarge { limit: u64 },
+    #[error("plugin \"{plugin}\" on route \"{route}\" failed: {reason}")]
+    PluginFailed {
+        plugin: String,
+        route: String,
+        reason: String,
+    },
+    #[error("plugin \"{plugin}\" on route \"{route}\" ran past its {}ms deadline", deadline.as_millis())]
+    PluginTimeout {
+        plugin: String,
+        route: String,
+        deadline: Duration,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -46,6 +60,9 @@ impl ProxyError {
             Self::NoHealthyTarget(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_upstream"),
             Self::UpstreamUnavailable { .. } => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::PluginFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_failed"),
+            Self::PluginTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "plugin_timeout"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

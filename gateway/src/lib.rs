@@ -1,17 +1,20 @@
 //! A WebAssembly plugin-driven API gateway: the proxy core.
 //!
 //! `config` reads YAML into a checked `Config`; `snapshot` compiles it into a
-//! route table (`routing`) and upstream pools (`upstream`, `balance`);
-//! `server` accepts connections and runs `proxy::handle` on each request.
+//! route table (`routing`) with plugin chains (`plugin`) and upstream pools
+//! (`upstream`, `balance`); `server` accepts connections and runs
+//! `proxy::handle` on each request.
 #![forbid(unsafe_code)]
 
 pub mod balance;
+pub mod body;
 pub mod config;
 pub mod error;
+pub mod plugin;
 pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;
 
-pub use server::{Gateway, serve};
+pub use server::{Gateway, StartError, serve};

@@ -1,6 +1,6 @@
 //! `gateway run --config FILE` and `gateway validate FILE`.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,7 +29,23 @@ fn main() -> ExitCode {
 }
 
 fn validate(file: PathBuf) -> ExitCode {
-    match config::load(&file) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Everything `run` would check, plugins included, short of serving.
+    let checked = runtime.block_on(async {
+        let config = config::load(&file)?;
+        gateway::server::build(&config).await?;
+        Ok::<_, gateway::StartError>(config)
+    });
+    match checked {
         Ok(config) => {
             println!(
                 "OK: {} is valid ({} routes, {} upstreams)",
@@ -53,6 +69,7 @@ fn run(file: PathBuf) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = match config::load(&file) {
         Ok(config) => config,
@@ -81,7 +98,7 @@ fn run(file: PathBuf) -> ExitCode {
 }
 
 async fn serve(config: config::Config) -> anyhow::Result<()> {
-    let gateway = gateway::Gateway::start(&config)?;
+    let gateway = gateway::Gateway::start(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

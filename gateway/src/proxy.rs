@@ -1,26 +1,25 @@
-//! The request pipeline, top to bottom: route, prepare, balance and forward,
-//! answer. Each arrow of the README's request-flow diagram is one call here.
+//! The request pipeline, top to bottom: route, plugin request hooks, prepare,
+//! balance and forward, plugin response hooks, answer. Each arrow of the
+//! README's request-flow diagram is one call in `proxy`.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::Body as _;
-use http_body_util::{Either, Empty, Full};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::balance::RequestInfo;
+use crate::body::{self, Body};
 use crate::error::ProxyError;
+use crate::plugin::{HookContext, RequestFlow};
 use crate::routing::{Matched, rewrite};
 use crate::snapshot::Snapshot;
 use crate::upstream::headers::{self, X_REQUEST_ID};
-use crate::upstream::{AttemptError, Upstream, UpstreamBody};
-
-/// What the gateway answers with: the upstream's streaming body, or its own.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+use crate::upstream::{AttemptError, Upstream};
 
 /// Handles one client request on the given snapshot; never fails: errors
 /// become the gateway's JSON error responses.
@@ -28,10 +27,10 @@ pub async fn handle(
     snapshot: &Snapshot,
     mut request: Request<Incoming>,
     client: SocketAddr,
-) -> Response<ResponseBody> {
+) -> Response<Body> {
     let request_id = headers::ensure_request_id(request.headers_mut());
-    let mut response = match proxy(snapshot, request, client.ip()).await {
-        Ok(response) => response.map(Either::Left),
+    let mut response = match proxy(snapshot, request, client.ip(), &request_id).await {
+        Ok(response) => response,
         Err(error) => {
             let (status, _) = error.status_and_code();
             if status.is_server_error() {
@@ -52,7 +51,8 @@ async fn proxy(
     snapshot: &Snapshot,
     mut request: Request<Incoming>,
     client_ip: IpAddr,
-) -> Result<Response<Incoming>, ProxyError> {
+    request_id: &HeaderValue,
+) -> Result<Response<Body>, ProxyError> {
     let host = original_host(&request)?.into_owned();
     let matched = snapshot
         .router
@@ -67,12 +67,28 @@ async fn proxy(
             host: host.clone(),
             path: request.uri().path().to_string(),
         })?;
-    let upstream = snapshot.upstream(matched.route.upstream)?;
-    let timeout = matched.route.timeout.unwrap_or(upstream.request_timeout);
+    let route = matched.route;
+    let upstream = snapshot.upstream(route.upstream)?;
+    let timeout = route.timeout.unwrap_or(upstream.request_timeout);
+    let plugins = &route.plugins;
+    let context = (!plugins.is_empty())
+        .then(|| HookContext::new(&route.name, request_id, client_ip, &matched.params));
 
     let client_upgrade =
         headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
-    let outgoing = upstream_request(request, &matched, upstream, client_ip, &host)?;
+    let (request, path_set) = match &context {
+        None => (request.map(Either::Left), false),
+        Some(context) => match plugins
+            .on_request(request.map(Either::Left), context)
+            .await?
+        {
+            RequestFlow::Forward { request, path_set } => (request, path_set),
+            RequestFlow::Respond { response, ran } => {
+                return plugins.on_response(response, ran, context).await;
+            }
+        },
+    };
+    let outgoing = upstream_request(request, &matched, path_set, upstream, client_ip, &host)?;
     let mut response = forward(upstream, outgoing, client_ip, timeout).await?;
     if let Some(client_upgrade) = client_upgrade
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -80,7 +96,11 @@ async fn proxy(
         tunnel(client_upgrade, hyper::upgrade::on(&mut response));
     }
     headers::remove_hop_by_hop(response.headers_mut());
-    Ok(response)
+    let response = response.map(Either::Left);
+    match &context {
+        None => Ok(response),
+        Some(context) => plugins.on_response(response, plugins.len(), context).await,
+    }
 }
 
 /// The client's Host: the URI authority (HTTP/2, absolute-form) or the Host header.
@@ -117,16 +137,22 @@ fn routing_host(host: &str) -> Cow<'_, str> {
     }
 }
 
-/// The request as the upstream gets it: rewritten path, proxy headers, Host rule.
+/// The request as the upstream gets it: rewritten path (unless a plugin set
+/// one), proxy headers, Host rule.
 fn upstream_request(
-    request: Request<Incoming>,
+    request: Request<Body>,
     matched: &Matched,
+    path_set_by_plugin: bool,
     upstream: &Upstream,
     client_ip: IpAddr,
     host: &str,
-) -> Result<Request<UpstreamBody>, ProxyError> {
+) -> Result<Request<Body>, ProxyError> {
     let (mut parts, body) = request.into_parts();
-    let path = rewrite::upstream_path(matched.route, parts.uri.path(), &matched.params);
+    let path = if path_set_by_plugin {
+        Cow::Borrowed(parts.uri.path())
+    } else {
+        rewrite::upstream_path(matched.route, parts.uri.path(), &matched.params)
+    };
     let path_and_query = match parts.uri.query() {
         Some(query) => format!("{path}?{query}"),
         None => path.into_owned(),
@@ -145,7 +171,7 @@ fn upstream_request(
         // The client then sends the target's own authority as Host.
         parts.headers.remove(header::HOST);
     }
-    Ok(Request::from_parts(parts, Either::Left(body)))
+    Ok(Request::from_parts(parts, body))
 }
 
 /// Picks a target and sends; a request that failed at the connection level
@@ -153,7 +179,7 @@ fn upstream_request(
 /// method with no body (a streamed body cannot be sent twice).
 async fn forward(
     upstream: &Upstream,
-    request: Request<UpstreamBody>,
+    request: Request<Body>,
     client_ip: IpAddr,
     timeout: Duration,
 ) -> Result<Response<Incoming>, ProxyError> {
@@ -185,12 +211,12 @@ async fn forward(
         .map_err(|e| upstream.error_for(second, e))
 }
 
-fn retryable(request: &Request<UpstreamBody>) -> bool {
+fn retryable(request: &Request<Body>) -> bool {
     request.method().is_idempotent() && request.body().is_end_stream()
 }
 
-fn bodiless_copy(request: &Request<UpstreamBody>) -> Request<UpstreamBody> {
-    let mut copy = Request::new(Either::Right(Empty::new()));
+fn bodiless_copy(request: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(body::empty());
     *copy.method_mut() = request.method().clone();
     *copy.uri_mut() = request.uri().clone();
     *copy.version_mut() = request.version();

@@ -18,6 +18,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::config::RouteConfig;
+use crate::plugin::Chain;
 pub use pattern::{HostPattern, Params, PathPattern};
 
 /// How a route matches the path.
@@ -41,11 +42,12 @@ pub struct Route {
     pub rewrite: Option<PathPattern>,
     pub upstream: usize,
     pub timeout: Option<Duration>,
+    pub plugins: Chain,
 }
 
 impl Route {
     /// Builds a route from its (already validated) config.
-    pub fn from_config(config: &RouteConfig, upstream: usize) -> Self {
+    pub fn from_config(config: &RouteConfig, upstream: usize, plugins: Chain) -> Self {
         let m = &config.matcher;
         let path = match (&m.path, &m.path_prefix) {
             (Some(p), _) => PathMatch::Exact(p.clone()),
@@ -73,6 +75,7 @@ impl Route {
             rewrite: config.rewrite.clone(),
             upstream,
             timeout: config.timeout.map(|t| t.0),
+            plugins,
         }
     }
 
@@ -226,7 +229,7 @@ mod tests {
             config
                 .routes
                 .iter()
-                .map(|r| Route::from_config(r, 0))
+                .map(|r| Route::from_config(r, 0, Chain::default()))
                 .collect(),
         )
     }

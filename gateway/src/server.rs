@@ -13,30 +13,60 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ServerConfig};
-use crate::error::ProxyError;
+use crate::config::{Config, ConfigError, ServerConfig};
+use crate::plugin::{PluginError, PluginRuntime};
 use crate::proxy;
 use crate::snapshot::Snapshot;
 
-/// A running gateway's state: the current snapshot, swapped whole on reload.
+/// A running gateway's state: the plugin engine and the current snapshot,
+/// swapped whole on reload.
 #[derive(Debug)]
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
+    /// Kept for as long as any snapshot may use its plugins (it drives deadlines).
+    _plugins: Option<PluginRuntime>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Plugins(#[from] PluginError),
 }
 
 impl Gateway {
-    /// Builds the first snapshot and starts its background work.
-    pub fn start(config: &Config) -> Result<Arc<Self>, ProxyError> {
-        let snapshot = Snapshot::new(config)?;
+    /// Loads plugins, builds the first snapshot and starts its background work.
+    pub async fn start(config: &Config) -> Result<Arc<Self>, StartError> {
+        let (snapshot, plugins) = build(config).await?;
         snapshot.start();
         Ok(Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
+            _plugins: plugins,
         }))
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
     }
+}
+
+/// Builds a snapshot of `config`, with a plugin engine when it has a
+/// `plugins:` section. `gateway validate` uses this too: it checks everything
+/// short of serving.
+pub async fn build(config: &Config) -> Result<(Snapshot, Option<PluginRuntime>), StartError> {
+    let plugins = match &config.plugins {
+        Some(settings) => {
+            let cache = match &settings.cache_dir {
+                Some(dir) => config.origin.base_dir().join(dir),
+                None => PluginRuntime::default_cache_dir(),
+            };
+            Some(PluginRuntime::new(&cache)?)
+        }
+        None => None,
+    };
+    let snapshot = Snapshot::new(config, plugins.as_ref()).await?;
+    Ok((snapshot, plugins))
 }
 
 /// Accepts connections until `shutdown` resolves, then waits up to

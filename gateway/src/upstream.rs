@@ -7,9 +7,7 @@ mod health_check;
 use std::error::Error as _;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -17,15 +15,13 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::balance::health::Ejection;
 use crate::balance::{Pool, RequestInfo};
+use crate::body::Body;
 use crate::config::{HealthCheckConfig, UpstreamConfig};
 use crate::error::ProxyError;
 
 pub use health_check::spawn_health_checks;
 
-/// What the gateway sends upstream: the client's streaming body, or nothing
-/// (retries and health checks).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
-pub type HttpClient = Client<HttpConnector, UpstreamBody>;
+pub type HttpClient = Client<HttpConnector, Body>;
 
 #[derive(Debug)]
 pub struct Upstream {
@@ -91,7 +87,7 @@ impl Upstream {
     pub async fn send(
         &self,
         target: usize,
-        mut request: Request<UpstreamBody>,
+        mut request: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, AttemptError> {
         let authority = self.pool.targets()[target].authority.clone();

@@ -3,10 +3,12 @@
 pub mod backend;
 pub mod client;
 pub mod gateway;
+pub mod plugins;
 
 pub use backend::Backend;
 pub use client::{get, raw, send};
 pub use gateway::Gateway;
+pub use plugins::PluginDir;
 
 /// An `upstreams:` entry with these backends as targets and extra settings.
 pub fn upstream(name: &str, backends: &[&Backend], extra: &str) -> String {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::duration::HumanDuration;
+use super::size::ByteSize;
 use crate::balance::HashOn;
 use crate::routing::{HostPattern, PathPattern};
 
@@ -27,6 +28,26 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Where this config came from, for errors found after parsing.
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// The file a config was read from and the line of each field in it.
+#[derive(Debug, Default)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub lines: super::yaml::LineMap,
+}
+
+impl Origin {
+    /// The folder relative paths in the config are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        match self.file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -42,7 +63,50 @@ pub struct AdminConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginsConfig {
+    /// Every `NAME.wasm` here is plugin `NAME`; relative to the config file.
     pub dir: PathBuf,
+    /// Compiled plugin code is kept here by content hash, so a restart does
+    /// not recompile unchanged plugins. Default: `$XDG_CACHE_HOME/gateway`
+    /// (or `~/.cache/gateway`); relative to the config file.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Defaults for every plugin; a chain entry's `limits` overrides them.
+    #[serde(default)]
+    pub limits: PluginLimits,
+    /// Largest body buffered for plugins that ask for bodies (else 413 / 502).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: ByteSize,
+}
+
+fn default_max_body() -> ByteSize {
+    ByteSize::mib(1)
+}
+
+/// How long one hook call may run, and how large a plugin's memory may grow.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    pub deadline: HumanDuration,
+    pub memory: ByteSize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            deadline: HumanDuration(std::time::Duration::from_millis(20)),
+            memory: ByteSize::mib(16),
+        }
+    }
+}
+
+/// Per-plugin overrides of `plugins.limits`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimitsOverride {
+    #[serde(default)]
+    pub deadline: Option<HumanDuration>,
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
 }
 
 /// Client-facing listener limits and shutdown behaviour.
@@ -297,8 +361,8 @@ impl TryFrom<String> for HeaderNameConfig {
     }
 }
 
-/// A plugin in a route's chain. Chains arrive with the plugin runtime; the
-/// shape is accepted now so configs written for it parse.
+/// A plugin in a route's chain: the file `plugins.dir/NAME.wasm`, the
+/// config its `init` receives (as JSON), and optional limit overrides.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginRef {
@@ -306,7 +370,7 @@ pub struct PluginRef {
     #[serde(default)]
     pub config: serde_json::Value,
     #[serde(default)]
-    pub limits: Option<serde_json::Value>,
+    pub limits: PluginLimitsOverride,
 }
 
 impl<'de> Deserialize<'de> for HostPattern {

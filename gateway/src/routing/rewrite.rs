@@ -83,7 +83,7 @@ mod tests {
             config
                 .routes
                 .iter()
-                .map(|r| Route::from_config(r, 0))
+                .map(|r| Route::from_config(r, 0, crate::plugin::Chain::default()))
                 .collect(),
         );
         let m = router

@@ -4,7 +4,6 @@
 use std::sync::{Arc, Weak};
 
 use http::{Request, StatusCode};
-use http_body_util::{Either, Empty};
 
 use super::Upstream;
 use crate::balance::health::Thresholds;
@@ -58,7 +57,7 @@ async fn probe(
     let Ok(request) = Request::get(format!("http://{authority}{path}"))
         .header(http::header::HOST, authority.as_str())
         .header(http::header::USER_AGENT, "gateway-health-check")
-        .body(Either::Right(Empty::new()))
+        .body(crate::body::empty())
     else {
         return false;
     };

@@ -1,0 +1,14 @@
+//! Host-side bindings generated from `wit/plugin.wit`.
+
+// Hooks are called asynchronously: WASI's blocking operations (a plugin's
+// panic message being flushed to stderr, say) must not block a Tokio worker.
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "plugin",
+    exports: { default: async },
+});
+
+pub use self::gateway::plugin::log::Level;
+pub use self::gateway::plugin::types::{
+    Capabilities, Context, Header, Request, RequestAction, Response, ResponseAction,
+};

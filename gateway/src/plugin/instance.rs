@@ -1,0 +1,225 @@
+//! One sandboxed plugin instance: its store (memory limit, empty WASI), and
+//! hook calls bounded by a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, ResourceTable};
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::PluginError;
+use super::bindings::{
+    self, Capabilities, Context, Request, RequestAction, Response, ResponseAction,
+};
+use super::runtime::{EPOCH_TICK, LoadedPlugin};
+use crate::config::ByteSize;
+
+/// What a store carries: the plugin's identity for logs, its WASI context
+/// (no files, network or environment), and its memory limiter.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimit,
+    plugin: Arc<str>,
+    route: Arc<str>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The types interface has no functions; its host side is empty.
+impl bindings::gateway::plugin::types::Host for HostState {}
+
+impl bindings::gateway::plugin::log::Host for HostState {
+    fn write(&mut self, level: bindings::Level, message: String) {
+        let (plugin, route) = (&*self.plugin, &*self.route);
+        match level {
+            bindings::Level::Trace => tracing::trace!(plugin, route, "{message}"),
+            bindings::Level::Debug => tracing::debug!(plugin, route, "{message}"),
+            bindings::Level::Info => tracing::info!(plugin, route, "{message}"),
+            bindings::Level::Warn => tracing::warn!(plugin, route, "{message}"),
+            bindings::Level::Error => tracing::error!(plugin, route, "{message}"),
+        }
+    }
+}
+
+/// Adds the imports a plugin may use to `linker`.
+pub fn link(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+}
+
+/// Refuses memory growth past the limit and remembers that it did, so the
+/// trap that follows can be reported as what it is.
+struct MemoryLimit {
+    max: ByteSize,
+    denied: bool,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired as u64 <= self.max.0;
+        self.denied |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The per-call and per-instance limits of one chain entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub deadline: Duration,
+    pub memory: ByteSize,
+}
+
+/// An instantiated plugin with its own store; used by one request at a time.
+pub struct Instance {
+    store: Store<HostState>,
+    plugin: bindings::Plugin,
+    limits: Limits,
+}
+
+impl Instance {
+    pub async fn new(
+        loaded: &LoadedPlugin,
+        route: &Arc<str>,
+        limits: Limits,
+    ) -> Result<Self, PluginError> {
+        let state = HostState {
+            // Nothing from the host: no preopened folders, no environment,
+            // no network; stdio goes nowhere. std starts fine without them.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimit {
+                max: limits.memory,
+                denied: false,
+            },
+            plugin: loaded.name.clone(),
+            route: route.clone(),
+        };
+        let mut store = Store::new(loaded.pre.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(ticks(limits.deadline.max(Duration::from_secs(1))));
+        store.epoch_deadline_trap();
+        let plugin = loaded
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| {
+                classify(&store, e, limits, |e| {
+                    PluginError::Instantiate(format!("{e:#}"))
+                })
+            })?;
+        Ok(Self {
+            store,
+            plugin,
+            limits,
+        })
+    }
+
+    /// Passes the route's config; the plugin may refuse it.
+    pub async fn init(&mut self, config: &str) -> Result<Capabilities, PluginError> {
+        // init may parse a large config: give it at least a second.
+        let deadline = self.limits.deadline.max(Duration::from_secs(1));
+        self.store.set_epoch_deadline(ticks(deadline));
+        let result = self
+            .plugin
+            .gateway_plugin_hooks()
+            .call_init(&mut self.store, config)
+            .await;
+        self.outcome(result, deadline)?
+            .map_err(PluginError::Refused)
+    }
+
+    pub async fn on_request(
+        &mut self,
+        request: &Request,
+        context: &Context,
+    ) -> Result<RequestAction, PluginError> {
+        self.store.set_epoch_deadline(ticks(self.limits.deadline));
+        let result = self
+            .plugin
+            .gateway_plugin_hooks()
+            .call_on_request(&mut self.store, request, context)
+            .await;
+        self.outcome(result, self.limits.deadline)
+    }
+
+    pub async fn on_response(
+        &mut self,
+        response: &Response,
+        context: &Context,
+    ) -> Result<ResponseAction, PluginError> {
+        self.store.set_epoch_deadline(ticks(self.limits.deadline));
+        let result = self
+            .plugin
+            .gateway_plugin_hooks()
+            .call_on_response(&mut self.store, response, context)
+            .await;
+        self.outcome(result, self.limits.deadline)
+    }
+
+    fn outcome<R>(
+        &self,
+        result: wasmtime::Result<R>,
+        deadline: Duration,
+    ) -> Result<R, PluginError> {
+        let limits = Limits {
+            deadline,
+            ..self.limits
+        };
+        result.map_err(|e| {
+            classify(&self.store, e, limits, |e| {
+                PluginError::Trap(trap_message(&e))
+            })
+        })
+    }
+}
+
+/// Epoch ticks that cover `deadline`, rounded up, plus one for the tick in progress.
+fn ticks(deadline: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos().max(1);
+    (deadline.as_nanos().div_ceil(tick) as u64).max(1) + 1
+}
+
+/// Deadline, memory, or another trap.
+fn classify(
+    store: &Store<HostState>,
+    error: wasmtime::Error,
+    limits: Limits,
+    otherwise: impl FnOnce(wasmtime::Error) -> PluginError,
+) -> PluginError {
+    if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        PluginError::Deadline(limits.deadline)
+    } else if store.data().limiter.denied {
+        PluginError::Memory(limits.memory)
+    } else {
+        otherwise(error)
+    }
+}
+
+/// The trap and, when the plugin panicked, the first line of its message.
+fn trap_message(error: &wasmtime::Error) -> String {
+    let text = format!("{error:#}");
+    text.lines().next().unwrap_or("unknown trap").to_string()
+}

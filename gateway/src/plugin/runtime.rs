@@ -1,0 +1,223 @@
+//! The one wasmtime engine of the process and the loading of plugin files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
+
+use super::PluginError;
+use super::bindings::PluginPre;
+use super::instance::{self, HostState};
+
+/// The WIT package version this gateway implements (see `wit/plugin.wit`).
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// How often the engine's epoch advances; deadlines are counted in these.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Instances the pooling allocator keeps room for, across all plugins.
+const MAX_INSTANCES: u32 = 1000;
+
+/// A compiled plugin, ready to instantiate.
+pub struct LoadedPlugin {
+    pub name: Arc<str>,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub pre: PluginPre<HostState>,
+}
+
+/// The engine, the linker with the imports plugins may use, and the plugins
+/// loaded so far (by name and content hash, so an unchanged file is not
+/// compiled again).
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    loaded: Mutex<HashMap<(String, String), Arc<LoadedPlugin>>>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime").finish_non_exhaustive()
+    }
+}
+
+impl PluginRuntime {
+    /// Starts the engine; compiled code is cached in `cache_dir`.
+    pub fn new(cache_dir: &Path) -> Result<Self, PluginError> {
+        let engine_error = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(MAX_INSTANCES)
+            .total_core_instances(MAX_INSTANCES * 4)
+            .total_memories(MAX_INSTANCES * 2)
+            .total_tables(MAX_INSTANCES * 4)
+            .max_memory_size(crate::config::MAX_PLUGIN_MEMORY.0 as usize);
+        let mut cache = CacheConfig::new();
+        cache.with_directory(cache_dir);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            // Slots sized to the largest allowed plugin memory, not wasm's 4 GiB,
+            // so a thousand instances reserve well under a terabyte of address space.
+            .memory_reservation(crate::config::MAX_PLUGIN_MEMORY.0)
+            .memory_guard_size(32 << 20)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
+            .cache(Some(Cache::new(cache).map_err(engine_error)?));
+        let engine = Engine::new(&config).map_err(engine_error)?;
+        let mut linker = Linker::new(&engine);
+        instance::link(&mut linker).map_err(engine_error)?;
+
+        // Deadlines need time to move: advance the epoch on a thread of its own.
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = ticker_stop.clone();
+        let ticking = engine.clone();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Self {
+            engine,
+            linker,
+            loaded: Mutex::new(HashMap::new()),
+            ticker_stop,
+        })
+    }
+
+    /// The default cache folder: `$XDG_CACHE_HOME/gateway`, `~/.cache/gateway`,
+    /// or a folder under the system temp dir.
+    pub fn default_cache_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir).join("gateway");
+        }
+        if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(home).join(".cache/gateway");
+        }
+        std::env::temp_dir().join("gateway-cache")
+    }
+
+    /// Loads `path` as plugin `name`: checks it is a component built for this
+    /// WIT version, compiles it (or takes it from the cache) and links it.
+    pub fn load(&self, name: &str, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let key = (name.to_string(), sha256.clone());
+        if let Some(loaded) = self
+            .loaded
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&key).cloned())
+        {
+            return Ok(loaded);
+        }
+        let component =
+            Component::new(&self.engine, &bytes).map_err(|e| PluginError::NotAComponent {
+                path: shown.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        self.check_version(&component, &shown)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Link {
+                path: shown.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = PluginPre::new(pre).map_err(|e| PluginError::NotAPlugin {
+            path: format!("{shown} ({e:#})"),
+        })?;
+        let loaded = Arc::new(LoadedPlugin {
+            name: name.into(),
+            path: path.to_path_buf(),
+            sha256,
+            pre,
+        });
+        if let Ok(mut map) = self.loaded.lock() {
+            map.insert(key, loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// Refuses a plugin built for another major WIT version with a clear message.
+    fn check_version(&self, component: &Component, path: &str) -> Result<(), PluginError> {
+        let ty = component.component_type();
+        let hooks = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .find(|name| name.starts_with("gateway:plugin/hooks"))
+            .ok_or_else(|| PluginError::NotAPlugin {
+                path: path.to_string(),
+            })?;
+        let found = hooks.split_once('@').map_or("unversioned", |(_, v)| v);
+        if compatible(found, WIT_VERSION) {
+            Ok(())
+        } else {
+            Err(PluginError::WrongVersion {
+                path: path.to_string(),
+                found: found.to_string(),
+                supported: WIT_VERSION.to_string(),
+            })
+        }
+    }
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Semver compatibility: same major; for 0.x, same minor.
+fn compatible(found: &str, supported: &str) -> bool {
+    let parts = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parts(found), parts(supported)) {
+        (Some((0, a)), Some((0, b))) => a == b,
+        (Some((a, _)), Some((b, _))) => a == b,
+        _ => false,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_compatible_by_semver() {
+        assert!(compatible("0.1.0", "0.1.0"));
+        assert!(compatible("0.1.3", "0.1.0"));
+        assert!(!compatible("0.2.0", "0.1.0"));
+        assert!(!compatible("1.0.0", "0.1.0"));
+        assert!(compatible("1.4.0", "1.0.0"));
+        assert!(!compatible("unversioned", "0.1.0"));
+    }
+
+    #[test]
+    fn the_supported_version_is_the_wit_package_version() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        assert!(wit.contains(&format!("package gateway:plugin@{WIT_VERSION};")));
+    }
+}

@@ -1,0 +1,243 @@
+//! Write gateway plugins in plain Rust.
+//!
+//! A plugin is a type implementing [`Plugin`], exported with [`export_plugin!`]
+//! and built with `cargo build --release --target wasm32-wasip2` into a
+//! `.wasm` component that the gateway loads from its plugin folder.
+//!
+//! ```
+//! use plugin_sdk::prelude::*;
+//!
+//! #[derive(Deserialize)]
+//! struct Config {
+//!     header: String,
+//! }
+//!
+//! struct AddHeader {
+//!     cfg: Config,
+//! }
+//!
+//! impl Plugin for AddHeader {
+//!     type Config = Config;
+//!     fn new(cfg: Config) -> Result<Self, String> {
+//!         Ok(Self { cfg })
+//!     }
+//!     fn on_request(&self, req: &mut Request) -> Action {
+//!         req.headers_mut().insert(&self.cfg.header, "yes");
+//!         Action::Continue
+//!     }
+//! }
+//! export_plugin!(AddHeader);
+//! ```
+//!
+//! Hooks get the request or response by value, edit it in place and return;
+//! the SDK sends back only what changed. Keep the logic in plain functions
+//! and it can be unit-tested with `cargo test` on the host: only the calls
+//! into the gateway ([`log`]) need the real host.
+
+mod headers;
+mod message;
+
+pub use headers::Headers;
+pub use message::{Request, Response};
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin_world",
+        default_bindings_module: "plugin_sdk::bindings",
+    });
+}
+
+/// Everything a plugin usually needs, plus serde's `Deserialize` for its config.
+pub mod prelude {
+    pub use crate::{Action, Capabilities, Headers, Plugin, Request, Response, export_plugin, log};
+    pub use serde::Deserialize;
+}
+
+/// What a request hook decides.
+#[derive(Debug)]
+pub enum Action {
+    /// Go on to the next plugin and then the upstream, with any edits made
+    /// to the request.
+    Continue,
+    /// Answer the client with this response now. Later plugins' request
+    /// hooks and the upstream are skipped; response hooks still run for the
+    /// plugins that already ran, this one included.
+    Respond(Response),
+}
+
+/// What a plugin asks of the host, decided once when it is created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Buffer request bodies (up to the gateway's `max_body_bytes`, else 413)
+    /// and pass them in [`Request::body`].
+    pub request_body: bool,
+    /// Buffer response bodies and pass them in [`Response::body`].
+    pub response_body: bool,
+}
+
+/// A gateway plugin. One value is created per route that uses the plugin,
+/// from that route's `config`, and then serves its requests.
+pub trait Plugin: Sized + 'static {
+    /// The route's `config:` block, deserialised from JSON with serde.
+    type Config: serde::de::DeserializeOwned;
+
+    /// Builds the plugin from its config; an `Err` refuses the config and
+    /// the gateway refuses to load it, quoting the message.
+    fn new(config: Self::Config) -> Result<Self, String>;
+
+    /// What the plugin needs from the host. By default: no bodies, so bodies
+    /// stream past the plugin untouched.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// Runs before the request goes upstream, in chain order.
+    fn on_request(&self, request: &mut Request) -> Action {
+        let _ = request;
+        Action::Continue
+    }
+
+    /// Runs on the response, in reverse chain order.
+    fn on_response(&self, response: &mut Response) {
+        let _ = response;
+    }
+}
+
+/// Writes to the gateway's log, tagged with the plugin's and route's names.
+///
+/// Only works inside the gateway: off-wasm (in `cargo test`) these panic.
+pub mod log {
+    use crate::bindings::gateway::plugin::log::{Level, write};
+
+    pub fn trace(message: &str) {
+        write(Level::Trace, message);
+    }
+    pub fn debug(message: &str) {
+        write(Level::Debug, message);
+    }
+    pub fn info(message: &str) {
+        write(Level::Info, message);
+    }
+    pub fn warn(message: &str) {
+        write(Level::Warn, message);
+    }
+    pub fn error(message: &str) {
+        write(Level::Error, message);
+    }
+}
+
+/// Exports a [`Plugin`] type as the component's hooks. Use it once per crate.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        #[allow(dead_code)]
+        pub struct __GatewayPluginExport;
+
+        impl $crate::bindings::exports::gateway::plugin::hooks::Guest for __GatewayPluginExport {
+            fn init(
+                config: ::std::string::String,
+            ) -> ::std::result::Result<
+                $crate::bindings::gateway::plugin::types::Capabilities,
+                ::std::string::String,
+            > {
+                $crate::__runtime::init::<$plugin>(&config)
+            }
+
+            fn on_request(
+                request: $crate::bindings::gateway::plugin::types::Request,
+                context: $crate::bindings::gateway::plugin::types::Context,
+            ) -> $crate::bindings::gateway::plugin::types::RequestAction {
+                $crate::__runtime::on_request::<$plugin>(request, context)
+            }
+
+            fn on_response(
+                response: $crate::bindings::gateway::plugin::types::Response,
+                context: $crate::bindings::gateway::plugin::types::Context,
+            ) -> $crate::bindings::gateway::plugin::types::ResponseAction {
+                $crate::__runtime::on_response::<$plugin>(response, context)
+            }
+        }
+
+        // Exported symbols only exist in the wasm build; a host build (for
+        // `cargo test` of the plugin's logic) links without them.
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::__export_plugin_world!(__GatewayPluginExport with_types_in $crate::bindings);
+    };
+}
+
+/// The glue `export_plugin!` expands to: keeps the plugin value between calls
+/// and converts between WIT types and the SDK's.
+#[doc(hidden)]
+pub mod __runtime {
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    use crate::bindings::gateway::plugin::types as wit;
+    use crate::{Action, Plugin, Request, Response};
+
+    thread_local! {
+        // A component instance is single-threaded; one plugin value per instance.
+        static PLUGIN: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    pub fn init<P: Plugin>(config: &str) -> Result<wit::Capabilities, String> {
+        let config: P::Config = serde_json::from_str(config).map_err(|e| {
+            // The position is in the JSON the gateway made from YAML: no use to the user.
+            let text = e.to_string();
+            let message = text
+                .rsplit_once(" at line ")
+                .map_or(text.as_str(), |(m, _)| m);
+            format!("invalid config: {message}")
+        })?;
+        let plugin = P::new(config)?;
+        let caps = plugin.capabilities();
+        PLUGIN.with(|slot| *slot.borrow_mut() = Some(Box::new(plugin)));
+        Ok(wit::Capabilities {
+            request_body: caps.request_body,
+            response_body: caps.response_body,
+        })
+    }
+
+    fn with_plugin<P: Plugin, R>(f: impl FnOnce(&P) -> R) -> R {
+        PLUGIN.with(|slot| {
+            let slot = slot.borrow();
+            match slot.as_ref().and_then(|p| p.downcast_ref::<P>()) {
+                Some(plugin) => f(plugin),
+                // The host always calls init first; reaching this is a host bug.
+                None => panic!("plugin hook called before init"),
+            }
+        })
+    }
+
+    pub fn on_request<P: Plugin>(
+        request: wit::Request,
+        context: wit::Context,
+    ) -> wit::RequestAction {
+        let mut request = Request::from_wit(request, context);
+        match with_plugin::<P, _>(|p| p.on_request(&mut request)) {
+            Action::Respond(response) => wit::RequestAction::Respond(response.into_wit()),
+            Action::Continue if request.is_modified() => {
+                wit::RequestAction::Modified(request.into_wit())
+            }
+            Action::Continue => wit::RequestAction::Continue,
+        }
+    }
+
+    pub fn on_response<P: Plugin>(
+        response: wit::Response,
+        context: wit::Context,
+    ) -> wit::ResponseAction {
+        let mut response = Response::from_wit(response, context);
+        with_plugin::<P, _>(|p| p.on_response(&mut response));
+        if response.is_modified() {
+            wit::ResponseAction::Modified(response.into_wit())
+        } else {
+            wit::ResponseAction::Continue
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Plugin chains on routes: order, early answers, bodies, logging, and what
+//! happens when a plugin is missing, refuses its config, or misbehaves.
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+
+use crate::support::gateway::{validate, write_config};
+use crate::support::{Backend, Gateway, PluginDir, get, send, upstream};
+
+/// One upstream `svc` and the given routes, with `plugins` as the plugin folder.
+fn config(plugins: &PluginDir, svc: &Backend, routes: &str) -> String {
+    format!(
+        "{}upstreams:\n{}routes:\n{routes}",
+        plugins.section("  limits: { deadline: 50ms, memory: 8MiB }\n  max_body_bytes: 64KiB\n"),
+        upstream("svc", &[svc], "")
+    )
+}
+
+#[tokio::test]
+async fn request_hooks_run_in_order_and_response_hooks_in_reverse() {
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&config(
+        &plugins,
+        &svc,
+        "  - name: chained
+    upstream: svc
+    plugins:
+      - { name: probe, config: { tag: a } }
+      - { name: probe, config: { tag: b } }
+      - { name: probe, config: { tag: c } }
+",
+    ));
+    let reply = get(&gw.url("/x")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.upstream_header("x-chain").as_deref(), Some("a,b,c"));
+    assert_eq!(reply.headers["x-chain-response"], "c,b,a");
+}
+
+#[tokio::test]
+async fn an_early_response_skips_the_rest_and_the_upstream() {
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&config(
+        &plugins,
+        &svc,
+        "  - name: guarded
+    upstream: svc
+    plugins:
+      - { name: probe, config: { tag: a } }
+      - { name: probe, config: { tag: b, respond: 418 } }
+      - { name: probe, config: { tag: c } }
+",
+    ));
+    let reply = get(&gw.url("/x")).await;
+    assert_eq!(reply.status, 418);
+    assert_eq!(reply.body, "answered by the probe plugin");
+    assert_eq!(reply.headers["x-answered-by"], "b");
+    // The plugins that ran (a, and b which answered) see the response; c never ran.
+    assert_eq!(reply.headers["x-chain-response"], "b,a");
+    assert!(reply.headers.contains_key("x-request-id"));
+    assert_eq!(svc.served(), 0, "the upstream was skipped");
+}
+
+#[tokio::test]
+async fn bodies_reach_only_plugins_that_ask_and_are_limited() {
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&config(
+        &plugins,
+        &svc,
+        "  - { name: bodies, upstream: svc, match: { path_prefix: /bodies }, plugins: [{ name: probe, config: { bodies: true } }] }
+  - { name: streams, upstream: svc, plugins: [{ name: probe, config: { tag: s } }] }
+",
+    ));
+    let post = |path: &str, size: usize| {
+        Request::post(gw.url(path))
+            .body(Full::new(Bytes::from(vec![b'x'; size])))
+            .expect("request")
+    };
+    let reply = send(post("/bodies", 1000)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.upstream_header("x-request-body-bytes").as_deref(),
+        Some("1000")
+    );
+    assert_eq!(
+        reply.json()["body_bytes"],
+        1000,
+        "the buffered body still goes upstream"
+    );
+    assert!(
+        reply.headers["x-response-body-bytes"]
+            .to_str()
+            .is_ok_and(|n| n.parse::<usize>().is_ok_and(|n| n > 100))
+    );
+
+    let reply = send(post("/bodies", 100 * 1024)).await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.error_code(), "payload_too_large");
+
+    // A plugin that did not ask for bodies lets any size stream past.
+    let reply = send(post("/streams", 4 * 1024 * 1024)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["body_bytes"], 4 * 1024 * 1024);
+    assert_eq!(reply.upstream_header("x-chain").as_deref(), Some("s"));
+}
+
+#[tokio::test]
+async fn plugin_log_lines_reach_the_gateway_log_with_plugin_and_route() {
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&config(
+        &plugins,
+        &svc,
+        "  - { name: chatty, upstream: svc, plugins: [{ name: probe, config: { log: hello-from-the-sandbox } }] }\n",
+    ));
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+    let log = gw.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("hello-from-the-sandbox"))
+        .unwrap_or_else(|| panic!("no plugin log line in:\n{log}"));
+    assert!(
+        line.contains("plugin=\"probe\"") || line.contains("plugin=probe"),
+        "{line}"
+    );
+    assert!(line.contains("chatty"), "{line}");
+}
+
+#[tokio::test]
+async fn hostile_plugins_fail_their_request_and_nothing_else() {
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    // Each route's plugin misbehaves only when the request has `x-attack`.
+    let hostile = |name: &str, hook: &str, how: &str| {
+        format!(
+            "  - {{ name: {name}, upstream: svc, match: {{ path_prefix: /{name} }}, plugins: [{{ name: probe, config: {{ fail_on: {hook}, how: {how}, fail_when_header: x-attack }} }}] }}\n"
+        )
+    };
+    let routes = [
+        hostile("trap", "request", "trap"),
+        hostile("spin", "request", "loop"),
+        hostile("hog", "request", "grow"),
+        "  - { name: calm, upstream: svc, plugins: [{ name: probe, config: { tag: calm } }] }\n"
+            .to_string(),
+    ]
+    .concat();
+    let gw = Gateway::start(&config(&plugins, &svc, &routes));
+    let attack = |path: &str| {
+        Request::get(gw.url(path))
+            .header("x-attack", "1")
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    let cases = [
+        ("/trap", 500, "plugin_failed", "trapped"),
+        ("/spin", 503, "plugin_timeout", "deadline"),
+        ("/hog", 500, "plugin_failed", "memory limit of 8MiB"),
+    ];
+    for (path, status, code, says) in cases {
+        for round in 0..2 {
+            let reply = send(attack(path)).await;
+            assert_eq!(
+                reply.status, status,
+                "{path} round {round}: {:?}",
+                reply.body
+            );
+            assert_eq!(reply.error_code(), code, "{path}");
+            let message = reply.json()["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(message.contains("plugin \"probe\""), "{path}: {message}");
+            assert!(
+                message.contains(&format!("route \"{}\"", &path[1..])),
+                "{path}: {message}"
+            );
+            assert!(message.contains(says), "{path}: {message}");
+            // The same route serves the next ordinary request, and so do the others.
+            assert_eq!(
+                get(&gw.url(path)).await.status,
+                200,
+                "{path} after an attack"
+            );
+            assert_eq!(
+                get(&gw.url("/calm"))
+                    .await
+                    .upstream_header("x-chain")
+                    .as_deref(),
+                Some("calm")
+            );
+        }
+    }
+    assert!(
+        gw.stderr().contains("plugin \\\"probe\\\"") || gw.stderr().contains("plugin \"probe\""),
+        "failures are logged"
+    );
+}
+
+#[tokio::test]
+async fn a_trap_in_a_response_hook_is_a_500_naming_the_plugin() {
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&config(
+        &plugins,
+        &svc,
+        "  - { name: late, upstream: svc, plugins: [{ name: probe, config: { fail_on: response, how: trap } }] }\n",
+    ));
+    let reply = get(&gw.url("/")).await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.error_code(), "plugin_failed");
+    assert_eq!(
+        svc.served(),
+        1,
+        "the upstream was called before the response hook failed"
+    );
+}
+
+/// Runs `gateway validate` on `yaml` and returns its output with paths shortened.
+fn validate_yaml(plugins: &PluginDir, yaml: &str) -> (bool, String) {
+    let (_dir, path) = write_config(yaml);
+    let (ok, text) = validate(&path);
+    let text = text
+        .replace(&path.display().to_string(), "FILE")
+        .replace(&plugins.path().display().to_string(), "DIR");
+    (ok, text)
+}
+
+#[tokio::test]
+async fn bad_plugins_fail_the_config_load_with_route_and_plugin_named() {
+    let plugins = PluginDir::with(&["probe", "next-major"]);
+    std::fs::write(plugins.file("garbage"), b"not wasm at all").expect("write");
+    let head = format!(
+        "{}upstreams:\n  svc:\n    targets: [{{ url: \"http://127.0.0.1:1\" }}]\nroutes:\n",
+        plugins.section("")
+    );
+    let cases = [
+        (
+            "  - name: users\n    upstream: svc\n    plugins:\n      - name: probe\n        config: { refuse: \"tag must be set\" }\n",
+            "FILE:12: routes[0].plugins[0].config: plugin \"probe\" refused the config of route \"users\": tag must be set\n",
+        ),
+        (
+            "  - name: users\n    upstream: svc\n    plugins:\n      - name: probe\n        config: { colour: blue }\n",
+            "FILE:12: routes[0].plugins[0].config: plugin \"probe\" refused the config of route \"users\": invalid config: unknown field `colour`, expected one of `tag`, `respond`, `refuse`, `fail_on`, `how`, `fail_when_header`, `bodies`, `log`\n",
+        ),
+        (
+            "  - name: users\n    upstream: svc\n    plugins:\n      - name: nope\n",
+            "FILE:11: routes[0].plugins[0].name: no plugin \"nope\": DIR/nope.wasm does not exist\n",
+        ),
+        (
+            "  - name: users\n    upstream: svc\n    plugins:\n      - name: next-major\n",
+            "FILE:11: routes[0].plugins[0].name: plugin \"next-major\": DIR/next-major.wasm was built for gateway:plugin@0.2.0; this gateway runs plugins built for gateway:plugin@0.1.0\n",
+        ),
+    ];
+    for (routes, expected) in cases {
+        let (ok, text) = validate_yaml(&plugins, &format!("{head}{routes}"));
+        assert!(!ok, "{routes}");
+        assert_eq!(text, expected, "{routes}");
+    }
+    let (ok, text) = validate_yaml(
+        &plugins,
+        &format!("{head}  - {{ name: users, upstream: svc, plugins: [{{ name: garbage }}] }}\n"),
+    );
+    assert!(!ok);
+    assert!(
+        text.starts_with("FILE:8: routes[0].plugins[0].name: plugin \"garbage\": DIR/garbage.wasm is not a WebAssembly component"),
+        "{text}"
+    );
+    // The running gateway refuses the same way and does not start.
+    let svc = Backend::start("svc").await;
+    let refused = Gateway::try_start(&config(
+        &plugins,
+        &svc,
+        "  - { name: users, upstream: svc, plugins: [{ name: probe, config: { refuse: nope } }] }\n",
+    ));
+    let stderr = refused.err().expect("the gateway refuses to start");
+    assert!(
+        stderr.contains("plugin \"probe\" refused the config of route \"users\": nope"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn compiled_plugins_are_cached_on_disk() {
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let yaml = config(
+        &plugins,
+        &svc,
+        "  - { name: r, upstream: svc, plugins: [{ name: probe }] }\n",
+    );
+    let gw = Gateway::start(&yaml);
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+    let cached = walk_files(&plugins.path().join(".cache"));
+    assert!(
+        !cached.is_empty(),
+        "the compiled plugin is in the cache folder"
+    );
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -1,0 +1,125 @@
+//! A plugin for tests, good or hostile as its config says:
+//!
+//! - `tag: NAME` appends NAME to `x-chain` on the request and to
+//!   `x-chain-response` on the response, so tests can see hook order;
+//! - `respond: STATUS` answers the request itself;
+//! - `refuse: MESSAGE` refuses its config;
+//! - `fail_on: request | response` with `how: trap | loop | grow` misbehaves
+//!   in that hook: panics (a trap), spins forever, or allocates without bound;
+//! - `fail_when_header: NAME` misbehaves only for requests carrying NAME;
+//! - `bodies: true` asks for bodies and reports their sizes in headers;
+//! - `log: MESSAGE` writes MESSAGE to the gateway's log on every request.
+//!
+//! With an empty config it does nothing at all (the no-op plugin of benchmarks).
+
+use plugin_sdk::prelude::*;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    tag: Option<String>,
+    respond: Option<u16>,
+    refuse: Option<String>,
+    fail_on: Option<String>,
+    how: Option<String>,
+    fail_when_header: Option<String>,
+    #[serde(default)]
+    bodies: bool,
+    log: Option<String>,
+}
+
+struct Probe {
+    cfg: Config,
+}
+
+impl Plugin for Probe {
+    type Config = Config;
+
+    fn new(cfg: Config) -> Result<Self, String> {
+        if let Some(message) = &cfg.refuse {
+            return Err(message.clone());
+        }
+        Ok(Self { cfg })
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            request_body: self.cfg.bodies,
+            response_body: self.cfg.bodies,
+        }
+    }
+
+    fn on_request(&self, request: &mut Request) -> Action {
+        let triggered = self
+            .cfg
+            .fail_when_header
+            .as_deref()
+            .is_none_or(|h| request.headers().contains(h));
+        if let Some(message) = &self.cfg.log {
+            log::info(message);
+        }
+        if self.cfg.fail_on.as_deref() == Some("request") && triggered {
+            misbehave(self.cfg.how.as_deref());
+        }
+        if let Some(tag) = &self.cfg.tag {
+            let chain = match request.headers().get("x-chain") {
+                Some(before) => format!("{before},{tag}"),
+                None => tag.clone(),
+            };
+            request.headers_mut().insert("x-chain", &chain);
+        }
+        if self.cfg.bodies {
+            let size = request.body().map_or(0, <[u8]>::len);
+            request
+                .headers_mut()
+                .insert("x-request-body-bytes", &size.to_string());
+        }
+        match self.cfg.respond {
+            Some(status) => Action::Respond(
+                Response::text(status, "answered by the probe plugin")
+                    .with_header("x-answered-by", self.cfg.tag.as_deref().unwrap_or("probe")),
+            ),
+            None => Action::Continue,
+        }
+    }
+
+    fn on_response(&self, response: &mut Response) {
+        if self.cfg.fail_on.as_deref() == Some("response") {
+            misbehave(self.cfg.how.as_deref());
+        }
+        if let Some(tag) = &self.cfg.tag {
+            let chain = match response.headers().get("x-chain-response") {
+                Some(before) => format!("{before},{tag}"),
+                None => tag.clone(),
+            };
+            response.headers_mut().insert("x-chain-response", &chain);
+        }
+        if self.cfg.bodies {
+            let size = response.body().map_or(0, <[u8]>::len);
+            response
+                .headers_mut()
+                .insert("x-response-body-bytes", &size.to_string());
+        }
+    }
+}
+
+fn misbehave(how: Option<&str>) {
+    match how {
+        Some("loop") => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        Some("grow") => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        _ => panic!("the probe plugin was told to trap"),
+    }
+}
+
+export_plugin!(Probe);
