@@ -1,7 +1,7 @@
 //! The demo: the gateway in front of small users, orders and payments services.
 //!
-//! `cargo run --release -p demo` serves `config/demo.yaml` on 127.0.0.1:8080
-//! until Ctrl-C. `--smoke` runs the same on free ports, checks a few requests
+//! `cargo run --release -p demo` builds the plugins (into `plugins/dist`) and
+//! serves `config/demo.yaml` on 127.0.0.1:8080 until Ctrl-C. `--smoke` runs the same on free ports, checks a few requests
 //! and exits; the test suite runs it so the demo cannot rot.
 
 mod services;
@@ -34,6 +34,9 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(if smoke { "warn" } else { "info" })
         .init();
+    let built = build_plugins::build(&["transform"]).map_err(anyhow::Error::msg)?;
+    let dist = build_plugins::workspace_root().join("plugins/dist");
+    build_plugins::install(&built, &dist, &["transform"]).map_err(anyhow::Error::msg)?;
     let mut text = std::fs::read_to_string(CONFIG).with_context(|| format!("reading {CONFIG}"))?;
     for (service, instance, port) in INSTANCES {
         let wanted: SocketAddr = ([127, 0, 0, 1], if smoke { 0 } else { port }).into();
@@ -58,11 +61,11 @@ async fn main() -> anyhow::Result<()> {
             gateway::serve(listener, gw, &config.server, std::future::pending()).await;
         });
         smoke_test(addr).await?;
-        println!("demo smoke test ok: 6 requests checked");
+        println!("demo smoke test ok: 6 requests checked, plugin included");
         return Ok(());
     }
     println!("gateway listening on http://{addr}; try:");
-    println!("  curl -s http://{addr}/api/users");
+    println!("  curl -si http://{addr}/api/users        # x-served-by: gateway (transform plugin)");
     println!("  curl -s http://{addr}/api/users/7");
     println!("  curl -s -H 'x-user-id: alice' http://{addr}/api/orders");
     println!("  curl -s -X POST -d '{{\"amount\": 10}}' http://{addr}/api/payments");
@@ -77,13 +80,13 @@ async fn main() -> anyhow::Result<()> {
 
 /// Requests the README suggests, with what each must answer.
 async fn smoke_test(addr: SocketAddr) -> anyhow::Result<()> {
-    let (status, body) = call(addr, "GET", "/api/users", &[], "").await?;
+    let (status, body, _) = call(addr, "GET", "/api/users", &[], "").await?;
     ensure!(
         status == 200 && body["service"] == "users",
         "GET /api/users: {status} {body}"
     );
 
-    let (status, body) = call(addr, "GET", "/api/users/7", &[], "").await?;
+    let (status, body, _) = call(addr, "GET", "/api/users/7", &[], "").await?;
     ensure!(
         status == 200 && body["data"]["id"] == "7",
         "GET /api/users/7: {status} {body}"
@@ -91,7 +94,7 @@ async fn smoke_test(addr: SocketAddr) -> anyhow::Result<()> {
 
     let mut instances = Vec::new();
     for _ in 0..3 {
-        let (_, body) = call(addr, "GET", "/api/users", &[], "").await?;
+        let (_, body, _) = call(addr, "GET", "/api/users", &[], "").await?;
         instances.push(body["instance"].as_str().unwrap_or_default().to_string());
     }
     instances.sort();
@@ -100,20 +103,20 @@ async fn smoke_test(addr: SocketAddr) -> anyhow::Result<()> {
         "weights 2:1 over three requests: {instances:?}"
     );
 
-    let (_, first) = call(addr, "GET", "/api/orders", &[("x-user-id", "alice")], "").await?;
-    let (_, second) = call(addr, "GET", "/api/orders", &[("x-user-id", "alice")], "").await?;
+    let (_, first, _) = call(addr, "GET", "/api/orders", &[("x-user-id", "alice")], "").await?;
+    let (_, second, _) = call(addr, "GET", "/api/orders", &[("x-user-id", "alice")], "").await?;
     ensure!(
         first["instance"] == second["instance"],
         "alice sticks to one orders instance"
     );
 
-    let (status, body) = call(addr, "POST", "/api/payments", &[], "{\"amount\": 10}").await?;
+    let (status, body, _) = call(addr, "POST", "/api/payments", &[], "{\"amount\": 10}").await?;
     ensure!(
         status == 202 && body["data"]["payment"]["amount"] == 10,
         "POST /api/payments: {status} {body}"
     );
 
-    let (status, body) = call(addr, "GET", "/nowhere", &[], "").await?;
+    let (status, body, _) = call(addr, "GET", "/nowhere", &[], "").await?;
     if status != 404 || body["error"]["code"] != "route_not_found" {
         bail!("GET /nowhere: {status} {body}");
     }
@@ -126,7 +129,7 @@ async fn call(
     path: &str,
     headers: &[(&str, &str)],
     body: &'static str,
-) -> anyhow::Result<(u16, serde_json::Value)> {
+) -> anyhow::Result<(u16, serde_json::Value, hyper::HeaderMap)> {
     let mut request = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"));
@@ -138,6 +141,7 @@ async fn call(
         .request(request.body(Full::new(Bytes::from_static(body.as_bytes())))?)
         .await?;
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let bytes = response.into_body().collect().await?.to_bytes();
-    Ok((status, serde_json::from_slice(&bytes)?))
+    Ok((status, serde_json::from_slice(&bytes)?, headers))
 }

@@ -49,6 +49,11 @@ pub async fn spawn(
 async fn answer(service: Service, instance: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let via_gateway = req
+        .headers()
+        .get("x-gateway")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let user = req
         .headers()
         .get("x-user-id")
@@ -88,7 +93,11 @@ async fn answer(service: Service, instance: &str, req: Request<Incoming>) -> Res
             json!({ "error": format!("{method} {path} is not here") }),
         ),
     };
-    let body = json!({ "service": format!("{service:?}").to_lowercase(), "instance": instance, "data": data });
+    let mut body = json!({ "service": format!("{service:?}").to_lowercase(), "instance": instance, "data": data });
+    if let Some(tag) = via_gateway {
+        // Shows the transform plugin's request edit arriving.
+        body["x-gateway"] = json!(tag);
+    }
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -5,9 +5,9 @@
 //! sandboxed instance with its deadline and memory limit; `chain` runs a
 //! route's hooks in order and converts between HTTP and WIT types.
 
-mod bindings;
+pub mod bindings;
 pub mod chain;
-mod instance;
+pub mod instance;
 pub mod runtime;
 
 pub use chain::{Chain, HookContext, RequestFlow};

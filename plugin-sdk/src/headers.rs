@@ -2,12 +2,26 @@
 
 /// Header lines in order. Names are compared case-insensitively and stored
 /// in lower case, as the gateway passes them.
+///
+/// ```
+/// use plugin_sdk::Headers;
+///
+/// let mut h = Headers::new();
+/// h.append("Accept", "text/html");
+/// h.append("accept", "application/json");
+/// assert_eq!(h.get_all("ACCEPT").count(), 2);
+/// h.insert("accept", "*/*");
+/// assert_eq!(h.get("accept"), Some("*/*"));
+/// h.rename("accept", "x-original-accept");
+/// assert!(!h.contains("accept"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
     lines: Vec<(String, String)>,
 }
 
 impl Headers {
+    /// No headers.
     pub fn new() -> Self {
         Self::default()
     }
@@ -28,6 +42,7 @@ impl Headers {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Whether `name` has at least one value.
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
@@ -61,14 +76,17 @@ impl Headers {
         }
     }
 
+    /// Every line as (name, value), in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.lines.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
+    /// The number of lines.
     pub fn len(&self) -> usize {
         self.lines.len()
     }
 
+    /// Whether there are no lines.
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }

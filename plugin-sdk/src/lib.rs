@@ -34,6 +34,8 @@
 //! and it can be unit-tested with `cargo test` on the host: only the calls
 //! into the gateway ([`log`]) need the real host.
 
+#![deny(missing_docs)]
+
 mod headers;
 mod message;
 
@@ -113,18 +115,23 @@ pub trait Plugin: Sized + 'static {
 pub mod log {
     use crate::bindings::gateway::plugin::log::{Level, write};
 
+    /// Logs at trace level.
     pub fn trace(message: &str) {
         write(Level::Trace, message);
     }
+    /// Logs at debug level.
     pub fn debug(message: &str) {
         write(Level::Debug, message);
     }
+    /// Logs at info level.
     pub fn info(message: &str) {
         write(Level::Info, message);
     }
+    /// Logs at warn level.
     pub fn warn(message: &str) {
         write(Level::Warn, message);
     }
+    /// Logs at error level.
     pub fn error(message: &str) {
         write(Level::Error, message);
     }

@@ -47,10 +47,12 @@ impl Request {
         self
     }
 
+    /// The method, e.g. `GET`.
     pub fn method(&self) -> &str {
         &self.method
     }
 
+    /// Changes the method sent upstream.
     pub fn set_method(&mut self, method: &str) {
         self.method = method.to_string();
         self.modified = true;
@@ -61,6 +63,8 @@ impl Request {
         &self.path
     }
 
+    /// Changes the path sent upstream; the route's own `strip_prefix` and
+    /// `rewrite` then no longer apply.
     pub fn set_path(&mut self, path: &str) {
         self.path = path.to_string();
         self.modified = true;
@@ -71,6 +75,7 @@ impl Request {
         &self.query
     }
 
+    /// Replaces the whole query (without `?`).
     pub fn set_query(&mut self, query: &str) {
         self.query = query.to_string();
         self.modified = true;
@@ -109,10 +114,12 @@ impl Request {
         }
     }
 
+    /// The request headers.
     pub fn headers(&self) -> &Headers {
         &self.headers
     }
 
+    /// The request headers, to edit.
     pub fn headers_mut(&mut self) -> &mut Headers {
         self.modified = true;
         &mut self.headers
@@ -123,6 +130,7 @@ impl Request {
         self.body.as_deref()
     }
 
+    /// Replaces the body sent upstream.
     pub fn set_body(&mut self, body: Vec<u8>) {
         self.body = Some(body);
         self.modified = true;
@@ -133,10 +141,12 @@ impl Request {
         &self.context.route
     }
 
+    /// The request's `x-request-id`.
     pub fn request_id(&self) -> &str {
         &self.context.request_id
     }
 
+    /// The client's IP address.
     pub fn client_address(&self) -> &str {
         &self.context.client_address
     }
@@ -150,10 +160,12 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every `{param}` capture, in pattern order.
     pub fn params(&self) -> &[(String, String)] {
         &self.context.params
     }
 
+    /// Whether a setter has been called (only then is the request sent back).
     pub fn is_modified(&self) -> bool {
         self.modified
     }
@@ -220,6 +232,13 @@ impl Response {
     }
 
     /// An `application/json` response from any serialisable value.
+    ///
+    /// ```
+    /// use plugin_sdk::{Action, Response};
+    ///
+    /// let deny = Action::Respond(Response::json(403, &serde_json::json!({ "denied": true })));
+    /// # let _ = deny;
+    /// ```
     pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Self {
         let body = serde_json::to_vec(value)
             .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
@@ -236,29 +255,35 @@ impl Response {
         )
     }
 
+    /// Adds a header line.
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.append(name, value);
         self
     }
 
+    /// Sets the body.
     pub fn with_body(mut self, body: Vec<u8>) -> Self {
         self.body = Some(body);
         self
     }
 
+    /// The status code.
     pub fn status(&self) -> u16 {
         self.status
     }
 
+    /// Changes the status code.
     pub fn set_status(&mut self, status: u16) {
         self.status = status;
         self.modified = true;
     }
 
+    /// The response headers.
     pub fn headers(&self) -> &Headers {
         &self.headers
     }
 
+    /// The response headers, to edit.
     pub fn headers_mut(&mut self) -> &mut Headers {
         self.modified = true;
         &mut self.headers
@@ -269,6 +294,7 @@ impl Response {
         self.body.as_deref()
     }
 
+    /// Replaces the body sent to the client.
     pub fn set_body(&mut self, body: Vec<u8>) {
         self.body = Some(body);
         self.modified = true;
@@ -279,10 +305,12 @@ impl Response {
         &self.context.route
     }
 
+    /// The request's `x-request-id`.
     pub fn request_id(&self) -> &str {
         &self.context.request_id
     }
 
+    /// Whether a setter has been called (only then is the response sent back).
     pub fn is_modified(&self) -> bool {
         self.modified
     }

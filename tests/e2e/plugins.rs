@@ -108,6 +108,35 @@ async fn bodies_reach_only_plugins_that_ask_and_are_limited() {
 }
 
 #[tokio::test]
+async fn plugins_see_no_environment_files_clock_or_network() {
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&config(
+        &plugins,
+        &svc,
+        "  - { name: nosy, upstream: svc, plugins: [{ name: probe, config: { report_sandbox: true } }] }\n",
+    ));
+    let reply = get(&gw.url("/")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.upstream_header("x-sandbox-env-vars").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        reply.upstream_header("x-sandbox-files").as_deref(),
+        Some("false")
+    );
+    assert_eq!(
+        reply.upstream_header("x-sandbox-clock-secs").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        reply.upstream_header("x-sandbox-network").as_deref(),
+        Some("false")
+    );
+}
+
+#[tokio::test]
 async fn plugin_log_lines_reach_the_gateway_log_with_plugin_and_route() {
     let plugins = PluginDir::with(&["probe"]);
     let svc = Backend::start("svc").await;
@@ -243,7 +272,7 @@ async fn bad_plugins_fail_the_config_load_with_route_and_plugin_named() {
         ),
         (
             "  - name: users\n    upstream: svc\n    plugins:\n      - name: probe\n        config: { colour: blue }\n",
-            "FILE:12: routes[0].plugins[0].config: plugin \"probe\" refused the config of route \"users\": invalid config: unknown field `colour`, expected one of `tag`, `respond`, `refuse`, `fail_on`, `how`, `fail_when_header`, `bodies`, `log`\n",
+            "FILE:12: routes[0].plugins[0].config: plugin \"probe\" refused the config of route \"users\": invalid config: unknown field `colour`, expected one of `tag`, `respond`, `refuse`, `fail_on`, `how`, `fail_when_header`, `bodies`, `log`, `report_sandbox`\n",
         ),
         (
             "  - name: users\n    upstream: svc\n    plugins:\n      - name: nope\n",

@@ -50,6 +50,28 @@ impl bindings::gateway::plugin::log::Host for HostState {
     }
 }
 
+/// The clock plugins see: always zero. Time will come as a granted host
+/// service (rate limiting needs it); until then a plugin cannot read it.
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
 /// Adds the imports a plugin may use to `linker`.
 pub fn link(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
@@ -108,7 +130,10 @@ impl Instance {
         let state = HostState {
             // Nothing from the host: no preopened folders, no environment,
             // no network; stdio goes nowhere. std starts fine without them.
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder()
+                .wall_clock(FrozenClock)
+                .monotonic_clock(FrozenClock)
+                .build(),
             table: ResourceTable::new(),
             limiter: MemoryLimit {
                 max: limits.memory,

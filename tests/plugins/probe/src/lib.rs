@@ -8,7 +8,9 @@
 //!   in that hook: panics (a trap), spins forever, or allocates without bound;
 //! - `fail_when_header: NAME` misbehaves only for requests carrying NAME;
 //! - `bodies: true` asks for bodies and reports their sizes in headers;
-//! - `log: MESSAGE` writes MESSAGE to the gateway's log on every request.
+//! - `log: MESSAGE` writes MESSAGE to the gateway's log on every request;
+//! - `report_sandbox: true` tries the environment, files, the clock and the
+//!   network, and reports what it could reach in `x-sandbox-*` headers.
 //!
 //! With an empty config it does nothing at all (the no-op plugin of benchmarks).
 
@@ -26,6 +28,8 @@ struct Config {
     #[serde(default)]
     bodies: bool,
     log: Option<String>,
+    #[serde(default)]
+    report_sandbox: bool,
 }
 
 struct Probe {
@@ -68,6 +72,9 @@ impl Plugin for Probe {
             };
             request.headers_mut().insert("x-chain", &chain);
         }
+        if self.cfg.report_sandbox {
+            report_sandbox(request);
+        }
         if self.cfg.bodies {
             let size = request.body().map_or(0, <[u8]>::len);
             request
@@ -101,6 +108,22 @@ impl Plugin for Probe {
                 .insert("x-response-body-bytes", &size.to_string());
         }
     }
+}
+
+/// What the WASI sandbox lets a plugin see, as request headers.
+fn report_sandbox(request: &mut Request) {
+    let env = std::env::vars().count();
+    let files = std::fs::read_dir("/").is_ok() || std::fs::read("/etc/hostname").is_ok();
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let network = std::net::TcpStream::connect("127.0.0.1:9").is_ok()
+        || std::net::TcpListener::bind("127.0.0.1:0").is_ok();
+    let headers = request.headers_mut();
+    headers.insert("x-sandbox-env-vars", &env.to_string());
+    headers.insert("x-sandbox-files", &files.to_string());
+    headers.insert("x-sandbox-clock-secs", &clock.to_string());
+    headers.insert("x-sandbox-network", &network.to_string());
 }
 
 fn misbehave(how: Option<&str>) {
