@@ -229,6 +229,39 @@ async fn hostile_plugins_fail_their_request_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn per_plugin_limits_override_the_defaults() {
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&config(
+        &plugins,
+        &svc,
+        "  - { name: small, upstream: svc, match: { path_prefix: /small }, plugins: [{ name: probe, config: { fail_on: request, how: grow }, limits: { memory: 2MiB } }] }
+  - { name: patient, upstream: svc, plugins: [{ name: probe, config: { fail_on: request, how: loop }, limits: { deadline: 120ms } }] }
+",
+    ));
+    let reply = get(&gw.url("/small")).await;
+    assert_eq!(reply.status, 500);
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("memory limit of 2MiB"), "{message}");
+
+    let started = std::time::Instant::now();
+    let reply = get(&gw.url("/patient")).await;
+    assert_eq!(reply.status, 503);
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("120ms deadline"), "{message}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(120),
+        "the longer deadline was given"
+    );
+}
+
+#[tokio::test]
 async fn a_trap_in_a_response_hook_is_a_500_naming_the_plugin() {
     let plugins = PluginDir::with(&["probe"]);
     let svc = Backend::start("svc").await;
