@@ -6,12 +6,14 @@
 //! `proxy::handle` on each request.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod config;
 pub mod error;
 pub mod plugin;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

@@ -88,7 +88,7 @@ fn run(file: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(file, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("{error:#}");
@@ -97,12 +97,24 @@ fn run(file: PathBuf) -> ExitCode {
     }
 }
 
-async fn serve(config: config::Config) -> anyhow::Result<()> {
+async fn serve(file: PathBuf, config: config::Config) -> anyhow::Result<()> {
     let gateway = gateway::Gateway::start(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
+    if let Some(admin) = &config.admin {
+        let admin_listener = tokio::net::TcpListener::bind(admin.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin.listen)", admin.listen))?;
+        println!("admin listening on http://{}", admin_listener.local_addr()?);
+        tokio::spawn(gateway::admin::serve(
+            admin_listener,
+            gateway.clone(),
+            std::future::pending(),
+        ));
+    }
+    gateway::reload::spawn(gateway.clone(), file, &config);
     // One line on stdout says where we listen (the port may have been 0).
     println!("gateway listening on http://{address}");
     std::io::stdout().flush()?;

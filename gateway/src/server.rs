@@ -3,8 +3,9 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -16,15 +17,20 @@ use tokio::net::TcpListener;
 use crate::config::{Config, ConfigError, ServerConfig};
 use crate::plugin::{PluginError, PluginRuntime};
 use crate::proxy;
+use crate::reload::ReloadLog;
 use crate::snapshot::Snapshot;
 
-/// A running gateway's state: the plugin engine and the current snapshot,
-/// swapped whole on reload.
+/// A running gateway's state: the plugin engine, the current snapshot
+/// (swapped whole on reload), and the record of reloads.
 #[derive(Debug)]
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
-    /// Kept for as long as any snapshot may use its plugins (it drives deadlines).
-    _plugins: Option<PluginRuntime>,
+    /// Created with the first config that has plugins; lives as long as any
+    /// snapshot may use its plugins (it drives their deadlines).
+    plugins: Mutex<Option<Arc<PluginRuntime>>>,
+    /// Where the gateway listens; changing it needs a restart.
+    listen: SocketAddr,
+    pub reloads: ReloadLog,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,34 +44,81 @@ pub enum StartError {
 impl Gateway {
     /// Loads plugins, builds the first snapshot and starts its background work.
     pub async fn start(config: &Config) -> Result<Arc<Self>, StartError> {
+        let started = Instant::now();
         let (snapshot, plugins) = build(config).await?;
         snapshot.start();
-        Ok(Arc::new(Self {
+        let gateway = Self {
+            reloads: ReloadLog::default(),
+            listen: config.listen,
+            plugins: Mutex::new(plugins),
             snapshot: ArcSwap::from_pointee(snapshot),
-            _plugins: plugins,
-        }))
+        };
+        let warnings = gateway.snapshot().warnings.clone();
+        gateway.reloads.record("startup", started, Ok(warnings));
+        Ok(Arc::new(gateway))
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
     }
+
+    /// Builds a snapshot of `config` beside the running one and swaps it in;
+    /// requests in flight finish on the old one. Returns the warnings.
+    pub async fn apply(&self, config: &Config) -> Result<Vec<String>, StartError> {
+        let plugins = self.plugin_runtime(config)?;
+        let current = self.snapshot();
+        let next = Arc::new(Snapshot::new(config, plugins.as_ref(), Some(&current)).await?);
+        next.start();
+        let mut warnings = next.warnings.clone();
+        if config.listen != self.listen {
+            warnings.push(format!(
+                "listen changed to {}; the gateway keeps listening on {} until it restarts",
+                config.listen, self.listen
+            ));
+        }
+        self.snapshot.store(next.clone());
+        if let Some(runtime) = &plugins {
+            // Compiled code only the old snapshots use goes with them.
+            runtime.retain(|loaded| {
+                next.plugins
+                    .get(&*loaded.name)
+                    .is_some_and(|p| p.loaded.sha256 == loaded.sha256)
+            });
+        }
+        Ok(warnings)
+    }
+
+    /// The plugin engine, created on first need.
+    fn plugin_runtime(&self, config: &Config) -> Result<Option<Arc<PluginRuntime>>, StartError> {
+        let mut slot = self
+            .plugins
+            .lock()
+            .map_err(|_| PluginError::Engine("the plugin engine lock was poisoned".into()))?;
+        if slot.is_none() {
+            *slot = runtime_for(config)?;
+        }
+        Ok(slot.clone())
+    }
+}
+
+/// A plugin engine when `config` has a `plugins:` section.
+fn runtime_for(config: &Config) -> Result<Option<Arc<PluginRuntime>>, PluginError> {
+    let Some(settings) = &config.plugins else {
+        return Ok(None);
+    };
+    let cache = match &settings.cache_dir {
+        Some(dir) => config.origin.base_dir().join(dir),
+        None => PluginRuntime::default_cache_dir(),
+    };
+    Ok(Some(Arc::new(PluginRuntime::new(&cache)?)))
 }
 
 /// Builds a snapshot of `config`, with a plugin engine when it has a
 /// `plugins:` section. `gateway validate` uses this too: it checks everything
 /// short of serving.
-pub async fn build(config: &Config) -> Result<(Snapshot, Option<PluginRuntime>), StartError> {
-    let plugins = match &config.plugins {
-        Some(settings) => {
-            let cache = match &settings.cache_dir {
-                Some(dir) => config.origin.base_dir().join(dir),
-                None => PluginRuntime::default_cache_dir(),
-            };
-            Some(PluginRuntime::new(&cache)?)
-        }
-        None => None,
-    };
-    let snapshot = Snapshot::new(config, plugins.as_ref()).await?;
+pub async fn build(config: &Config) -> Result<(Snapshot, Option<Arc<PluginRuntime>>), StartError> {
+    let plugins = runtime_for(config)?;
+    let snapshot = Snapshot::new(config, plugins.as_ref(), None).await?;
     Ok((snapshot, plugins))
 }
 

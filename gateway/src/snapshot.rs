@@ -1,12 +1,14 @@
 //! The whole runtime state built from one config: routes with their plugin
 //! chains, and upstream pools. Immutable; a new config builds a new snapshot.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, PluginsConfig, RouteConfig};
 use crate::error::ProxyError;
 use crate::plugin::chain::ChainEntry;
+use crate::plugin::runtime::LoadedPlugin;
 use crate::plugin::{Chain, PluginError, PluginRuntime};
 use crate::routing::{Route, Router};
 use crate::upstream::{Upstream, spawn_health_checks};
@@ -15,45 +17,82 @@ use crate::upstream::{Upstream, spawn_health_checks};
 pub struct Snapshot {
     pub router: Router,
     upstreams: Vec<Arc<Upstream>>,
+    /// The plugins the routes use, by name.
+    pub plugins: BTreeMap<String, PluginInUse>,
+    /// What built but deserves attention (a plugin file removed, say).
+    pub warnings: Vec<String>,
+}
+
+/// A loaded plugin and whether its file is still where it was loaded from.
+#[derive(Debug, Clone)]
+pub struct PluginInUse {
+    pub loaded: Arc<LoadedPlugin>,
+    pub file_present: bool,
+    pub routes: Vec<String>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Snapshot {
     /// Builds from a validated config, loading every plugin a route names
-    /// and running its `init`. Health checks start with `start`.
+    /// and running its `init`. Upstreams whose config is unchanged from
+    /// `previous` are carried over with their connections and health.
+    /// Health checks start with `start`.
     pub async fn new(
         config: &Config,
-        plugins: Option<&PluginRuntime>,
+        plugins: Option<&Arc<PluginRuntime>>,
+        previous: Option<&Snapshot>,
     ) -> Result<Self, ConfigError> {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|(name, upstream)| Arc::new(Upstream::new(name, upstream)))
+            .map(|(name, upstream)| {
+                let same = previous.and_then(|p| {
+                    p.upstreams
+                        .iter()
+                        .find(|u| u.name == *name && u.config == *upstream)
+                });
+                match same {
+                    Some(kept) => kept.clone(),
+                    None => Arc::new(Upstream::new(name, upstream)),
+                }
+            })
             .collect();
+        let mut built = Built::default();
         let mut routes = Vec::with_capacity(config.routes.len());
-        let mut problems = Vec::new();
         for (i, route) in config.routes.iter().enumerate() {
             let Some(upstream) = upstreams.iter().position(|u| u.name == route.upstream) else {
-                problems.push((
+                built.problems.push((
                     format!("routes[{i}].upstream"),
                     format!("no upstream named \"{}\"", route.upstream),
                 ));
                 continue;
             };
-            match build_chain(config, i, route, plugins).await {
-                Ok(chain) => routes.push(Route::from_config(route, upstream, chain)),
-                Err(mut found) => problems.append(&mut found),
+            if let Some(chain) = build_chain(config, i, route, plugins, previous, &mut built).await
+            {
+                routes.push(Route::from_config(route, upstream, chain));
             }
         }
-        if !problems.is_empty() {
-            return Err(config.errors(problems));
+        if !built.problems.is_empty() {
+            return Err(config.errors(built.problems));
         }
         Ok(Self {
             router: Router::new(routes),
             upstreams,
+            plugins: built.plugins,
+            warnings: built.warnings,
         })
     }
 
-    /// Starts background work (active health checks); needs a Tokio runtime.
+    /// Starts background work (active health checks) for upstreams that do
+    /// not have it yet; needs a Tokio runtime.
     pub fn start(&self) {
         for upstream in &self.upstreams {
             spawn_health_checks(upstream);
@@ -66,6 +105,12 @@ impl Snapshot {
             .map(|u| u.as_ref())
             .ok_or_else(|| ProxyError::Internal(format!("no upstream at index {index}")))
     }
+
+    /// Whether this snapshot holds exactly this upstream object (not a copy).
+    pub fn shares_upstream(&self, other: &Snapshot, name: &str) -> bool {
+        let find = |s: &Snapshot| s.upstreams.iter().find(|u| u.name == name).cloned();
+        matches!((find(self), find(other)), (Some(a), Some(b)) if Arc::ptr_eq(&a, &b))
+    }
 }
 
 /// The plugin folder of `config`, resolved against the config file's folder.
@@ -73,49 +118,46 @@ pub fn plugin_dir(config: &Config, plugins: &PluginsConfig) -> PathBuf {
     config.origin.base_dir().join(&plugins.dir)
 }
 
-/// Loads route `i`'s plugins; problems come back as (field, message).
+/// What building the chains collects along the way.
+#[derive(Default)]
+struct Built {
+    plugins: BTreeMap<String, PluginInUse>,
+    warnings: Vec<String>,
+    problems: Vec<(String, String)>,
+}
+
+/// Loads route `i`'s plugins; problems go into `built`, and `None` comes back.
 async fn build_chain(
     config: &Config,
     i: usize,
     route: &RouteConfig,
-    runtime: Option<&PluginRuntime>,
-) -> Result<Chain, Vec<(String, String)>> {
+    runtime: Option<&Arc<PluginRuntime>>,
+    previous: Option<&Snapshot>,
+    built: &mut Built,
+) -> Option<Chain> {
     let (Some(settings), Some(runtime)) = (&config.plugins, runtime) else {
-        return match route.plugins.is_empty() {
-            true => Ok(Chain::default()),
-            false => Err(vec![(
-                format!("routes[{i}].plugins"),
-                "no `plugins: { dir: … }` is configured".into(),
-            )]),
-        };
+        if route.plugins.is_empty() {
+            return Some(Chain::default());
+        }
+        built.problems.push((
+            format!("routes[{i}].plugins"),
+            "no `plugins: { dir: … }` is configured".into(),
+        ));
+        return None;
     };
     let dir = plugin_dir(config, settings);
     let mut entries = Vec::new();
-    let mut problems = Vec::new();
+    let problems_before = built.problems.len();
     for (j, plugin) in route.plugins.iter().enumerate() {
         let at = format!("routes[{i}].plugins[{j}]");
-        let path = dir.join(format!("{}.wasm", plugin.name));
-        if !path.is_file() {
-            problems.push((
-                format!("{at}.name"),
-                format!(
-                    "no plugin \"{}\": {} does not exist",
-                    plugin.name,
-                    path.display()
-                ),
-            ));
+        let Some(loaded) = load(runtime, &dir, &plugin.name, previous, built, &at).await else {
             continue;
-        }
-        let loaded = match runtime.load(&plugin.name, &path) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                problems.push((
-                    format!("{at}.name"),
-                    format!("plugin \"{}\": {e}", plugin.name),
-                ));
-                continue;
-            }
         };
+        if let Some(in_use) = built.plugins.get_mut(&plugin.name)
+            && !in_use.routes.contains(&route.name)
+        {
+            in_use.routes.push(route.name.clone());
+        }
         let limits = crate::plugin::chain::limits(&settings.limits, &plugin.limits);
         // An absent config reaches the plugin as `{}`, so all-default configs parse.
         let json = match &plugin.config {
@@ -124,22 +166,81 @@ async fn build_chain(
         };
         match ChainEntry::new(loaded, &route.name, json, limits).await {
             Ok(entry) => entries.push(entry),
-            Err(PluginError::Refused(message)) => problems.push((
+            Err(PluginError::Refused(message)) => built.problems.push((
                 format!("{at}.config"),
                 format!(
                     "plugin \"{}\" refused the config of route \"{}\": {message}",
                     plugin.name, route.name
                 ),
             )),
-            Err(e) => problems.push((
+            Err(e) => built.problems.push((
                 format!("{at}.name"),
                 format!("plugin \"{}\" {e}", plugin.name),
             )),
         }
     }
-    if problems.is_empty() {
-        Ok(Chain::new(entries, settings.max_body_bytes.0))
-    } else {
-        Err(problems)
+    (built.problems.len() == problems_before)
+        .then(|| Chain::new(entries, settings.max_body_bytes.0))
+}
+
+/// The compiled plugin `name`: from its file (compiled off the async
+/// workers), or, when the file is gone, the version already running.
+async fn load(
+    runtime: &Arc<PluginRuntime>,
+    dir: &std::path::Path,
+    name: &str,
+    previous: Option<&Snapshot>,
+    built: &mut Built,
+    at: &str,
+) -> Option<Arc<LoadedPlugin>> {
+    if let Some(in_use) = built.plugins.get(name) {
+        return Some(in_use.loaded.clone());
+    }
+    let path = dir.join(format!("{name}.wasm"));
+    if !path.is_file() {
+        if let Some(running) = previous.and_then(|p| p.plugins.get(name)) {
+            built.warnings.push(format!(
+                "plugin \"{name}\": {} was removed; routes keep the version loaded before (sha256 {})",
+                path.display(),
+                running.loaded.sha256
+            ));
+            let kept = PluginInUse {
+                loaded: running.loaded.clone(),
+                file_present: false,
+                routes: Vec::new(),
+            };
+            built.plugins.insert(name.to_string(), kept);
+            return Some(running.loaded.clone());
+        }
+        built.problems.push((
+            format!("{at}.name"),
+            format!("no plugin \"{name}\": {} does not exist", path.display()),
+        ));
+        return None;
+    }
+    let compiling = {
+        let (runtime, name, path) = (runtime.clone(), name.to_string(), path.clone());
+        tokio::task::spawn_blocking(move || runtime.load(&name, &path))
+    };
+    let result = match compiling.await {
+        Ok(result) => result,
+        Err(e) => Err(PluginError::Engine(format!("the compile task failed: {e}"))),
+    };
+    match result {
+        Ok(loaded) => {
+            let in_use = PluginInUse {
+                loaded: loaded.clone(),
+                file_present: true,
+                routes: Vec::new(),
+            };
+            built.plugins.insert(name.to_string(), in_use);
+            Some(loaded)
+        }
+        Err(e) => {
+            built
+                .problems
+                .push((format!("{at}.name"), format!("plugin \"{name}\": {e}")));
+            None
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod headers;
 mod health_check;
 
 use std::error::Error as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -32,6 +33,10 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub preserve_host: bool,
     pub health_check: Option<HealthCheckConfig>,
+    /// What this upstream was built from: a reload keeps it (connections,
+    /// health) when the new config has the same.
+    pub config: UpstreamConfig,
+    health_checks_started: AtomicBool,
 }
 
 /// How one attempt failed, which decides the status and whether to retry.
@@ -72,6 +77,8 @@ impl Upstream {
             connect_timeout: config.timeouts.connect.0,
             preserve_host: config.preserve_host,
             health_check: config.health_check.clone(),
+            config: config.clone(),
+            health_checks_started: AtomicBool::new(false),
         }
     }
 
@@ -111,6 +118,12 @@ impl Upstream {
             Err(_) => self.pool.record_failure(target),
         }
         result
+    }
+
+    /// True the first time only: health checks start once per upstream,
+    /// however many snapshots share it.
+    pub fn claim_health_checks(&self) -> bool {
+        !self.health_checks_started.swap(true, Ordering::Relaxed)
     }
 
     pub fn client(&self) -> &HttpClient {

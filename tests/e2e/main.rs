@@ -10,6 +10,7 @@ mod health;
 mod plugins;
 mod protocols;
 mod proxy_headers;
+mod reload;
 mod routing;
 mod shutdown;
 mod streaming;

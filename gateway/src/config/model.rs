@@ -25,6 +25,8 @@ pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
+    pub reload: ReloadConfig,
+    #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -131,6 +133,26 @@ impl Default for ServerConfig {
     }
 }
 
+/// How the running gateway picks up changes to its files.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Watch the config file and the plugin folder; off leaves SIGHUP only.
+    pub watch: bool,
+    /// Quiet time after the last file event before reloading, so that an
+    /// editor's or deploy tool's burst of writes becomes one reload.
+    pub debounce: HumanDuration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: HumanDuration(std::time::Duration::from_millis(150)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
@@ -141,7 +163,7 @@ pub enum Balance {
     ConsistentHash,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     #[serde(default)]
@@ -162,7 +184,7 @@ pub struct UpstreamConfig {
     pub keepalive: KeepaliveConfig,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     pub url: TargetUrl,
@@ -213,7 +235,7 @@ impl TryFrom<String> for TargetUrl {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     pub path: String,
@@ -241,7 +263,7 @@ fn default_unhealthy_after() -> u32 {
 }
 
 /// Eject a target after `max_fails` failures in a row, for `cooldown`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PassiveHealthConfig {
     /// 0 turns passive ejection off.
@@ -258,7 +280,7 @@ impl Default for PassiveHealthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsConfig {
     pub connect: HumanDuration,
@@ -275,7 +297,7 @@ impl Default for TimeoutsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeepaliveConfig {
     pub idle_timeout: HumanDuration,

@@ -30,6 +30,7 @@ pub struct LoadedPlugin {
     pub name: Arc<str>,
     pub path: PathBuf,
     pub sha256: String,
+    pub loaded_at: std::time::SystemTime,
     pub pre: PluginPre<HostState>,
 }
 
@@ -147,12 +148,21 @@ impl PluginRuntime {
             name: name.into(),
             path: path.to_path_buf(),
             sha256,
+            loaded_at: std::time::SystemTime::now(),
             pre,
         });
         if let Ok(mut map) = self.loaded.lock() {
             map.insert(key, loaded.clone());
         }
         Ok(loaded)
+    }
+
+    /// Forgets compiled plugins `keep` rejects, so code no snapshot uses is
+    /// freed once the last request on an older snapshot finishes.
+    pub fn retain(&self, keep: impl Fn(&LoadedPlugin) -> bool) {
+        if let Ok(mut map) = self.loaded.lock() {
+            map.retain(|_, loaded| keep(loaded));
+        }
     }
 
     /// Refuses a plugin built for another major WIT version with a clear message.

@@ -14,6 +14,9 @@ pub fn spawn_health_checks(upstream: &Arc<Upstream>) {
     let Some(config) = upstream.health_check.clone() else {
         return;
     };
+    if !upstream.claim_health_checks() {
+        return;
+    }
     let weak: Weak<Upstream> = Arc::downgrade(upstream);
     let targets = upstream.pool.targets().len();
     tokio::spawn(async move {

@@ -10,9 +10,16 @@ use std::time::{Duration, Instant};
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin listener, when the config has `admin:`.
+    pub admin: Option<SocketAddr>,
+    /// The config file the gateway runs (and watches).
+    pub config_path: PathBuf,
     stderr: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
+
+/// What a test config starts with: a free port for the gateway.
+const LISTEN: &str = "listen: 127.0.0.1:0\n";
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_gateway")
@@ -35,7 +42,7 @@ impl Gateway {
 
     /// Like `start`, but returns what the gateway printed if it exits instead.
     pub fn try_start(yaml: &str) -> Result<Gateway, String> {
-        let (dir, path) = write_config(&format!("listen: 127.0.0.1:0\n{yaml}"));
+        let (dir, path) = write_config(&format!("{LISTEN}{yaml}"));
         let mut child = Command::new(binary())
             .args(["run", "--config"])
             .arg(&path)
@@ -61,16 +68,22 @@ impl Gateway {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut admin = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("admin listening on http://") {
+                    admin = addr.parse::<SocketAddr>().ok();
+                }
                 if let Some(addr) = line.strip_prefix("gateway listening on http://") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().ok());
+                    let _ = tx.send(addr.parse::<SocketAddr>().ok().map(|a| (a, admin)));
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(addr)) => Ok(Gateway {
+            Ok(Some((addr, admin))) => Ok(Gateway {
                 child,
                 addr,
+                admin,
+                config_path: path,
                 stderr,
                 _dir: dir,
             }),
@@ -83,6 +96,26 @@ impl Gateway {
         }
     }
 
+    /// Replaces the config with `yaml` (plus the same `listen`) by writing
+    /// a new file and renaming it over the old one, as deploy tools do.
+    pub fn replace_config(&self, yaml: &str) {
+        let temp = self.config_path.with_extension("yaml.tmp");
+        std::fs::write(&temp, format!("{LISTEN}{yaml}")).expect("write config");
+        std::fs::rename(&temp, &self.config_path).expect("rename config");
+    }
+
+    /// Rewrites the config file in place, as an editor saving does.
+    pub fn edit_config(&self, yaml: &str) {
+        std::fs::write(&self.config_path, format!("{LISTEN}{yaml}")).expect("write config");
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.admin.expect("the config has admin.listen")
+        )
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -93,13 +126,22 @@ impl Gateway {
 
     /// Peak resident memory of the gateway process so far, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    /// Resident memory of the gateway process now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS:")
+    }
+
+    fn proc_status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("read /proc status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc status")
+            .unwrap_or_else(|| panic!("{field} in /proc status"))
     }
 
     pub fn signal(&self, signal: rustix::process::Signal) {

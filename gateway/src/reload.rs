@@ -1,0 +1,235 @@
+//! Hot reload: watch the config file and the plugin folder (and SIGHUP),
+//! debounce bursts of events, rebuild the snapshot off the request path and
+//! swap it in. A failed reload keeps the running snapshot and says why.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::config::{self, Config};
+use crate::server::{Gateway, StartError};
+use crate::snapshot::plugin_dir;
+
+/// Reload attempts kept for `GET /admin/reloads`.
+const KEPT_RECORDS: usize = 100;
+
+/// One reload attempt and how it ended.
+#[derive(Debug, Clone)]
+pub struct ReloadRecord {
+    pub at: SystemTime,
+    /// `startup`, `SIGHUP`, or `file change: PATH`.
+    pub trigger: String,
+    pub ok: bool,
+    /// Why it failed: the file and the cause.
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+    pub duration: Duration,
+}
+
+/// Recent reload attempts, newest last.
+#[derive(Debug, Default)]
+pub struct ReloadLog {
+    inner: Mutex<(VecDeque<ReloadRecord>, u64)>,
+}
+
+impl ReloadLog {
+    pub fn record(&self, trigger: &str, started: Instant, result: Result<Vec<String>, String>) {
+        let (ok, error, warnings) = match result {
+            Ok(warnings) => (true, None, warnings),
+            Err(error) => (false, Some(error), Vec::new()),
+        };
+        let record = ReloadRecord {
+            at: SystemTime::now(),
+            trigger: trigger.to_string(),
+            ok,
+            error,
+            warnings,
+            duration: started.elapsed(),
+        };
+        if let Ok(mut inner) = self.inner.lock() {
+            if inner.0.len() == KEPT_RECORDS {
+                inner.0.pop_front();
+            }
+            inner.0.push_back(record);
+            inner.1 += 1;
+        }
+    }
+
+    /// (records newest first, attempts since start).
+    pub fn recent(&self) -> (Vec<ReloadRecord>, u64) {
+        match self.inner.lock() {
+            Ok(inner) => (inner.0.iter().rev().cloned().collect(), inner.1),
+            Err(_) => (Vec::new(), 0),
+        }
+    }
+}
+
+/// What asked for a reload.
+#[derive(Debug)]
+enum Trigger {
+    Files(PathBuf),
+    Signal,
+}
+
+/// Starts watching `config_file` (and its plugin folder) and listening for
+/// SIGHUP; runs until the process ends.
+pub fn spawn(gateway: Arc<Gateway>, config_file: PathBuf, config: &Config) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let settings = config.reload;
+    let watcher = if settings.watch {
+        match watch(&config_file, config, tx.clone()) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::error!(%error, "cannot watch files; reload with SIGHUP");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let signals = tx.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot listen for SIGHUP");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if signals.send(Trigger::Signal).is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(run(gateway, config_file, settings.debounce.0, rx, watcher));
+}
+
+/// Watches the config file's folder (editors replace files by renaming) and
+/// the plugin folder; events go to `tx`.
+fn watch(
+    config_file: &Path,
+    config: &Config,
+    tx: mpsc::UnboundedSender<Trigger>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        // Opening and reading change nothing.
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        for path in event.paths {
+            let _ = tx.send(Trigger::Files(path));
+        }
+    })?;
+    let folder = config_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    watcher.watch(folder, RecursiveMode::NonRecursive)?;
+    if let Some(plugins) = &config.plugins {
+        watcher.watch(&plugin_dir(config, plugins), RecursiveMode::NonRecursive)?;
+    }
+    Ok(watcher)
+}
+
+async fn run(
+    gateway: Arc<Gateway>,
+    config_file: PathBuf,
+    debounce: Duration,
+    mut rx: mpsc::UnboundedReceiver<Trigger>,
+    mut watcher: Option<notify::RecommendedWatcher>,
+) {
+    let mut watched_plugins = plugin_folder_of(&config_file);
+    while let Some(first) = rx.recv().await {
+        let trigger = match first {
+            Trigger::Signal => "SIGHUP".to_string(),
+            Trigger::Files(path) => {
+                if !relevant(&path, &config_file, watched_plugins.as_deref()) {
+                    continue;
+                }
+                // Wait for the burst (write, rename, partial writes) to settle.
+                loop {
+                    match tokio::time::timeout(debounce, rx.recv()).await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => return,
+                        Err(_) => break,
+                    }
+                }
+                format!("file change: {}", path.display())
+            }
+        };
+        let started = Instant::now();
+        let result = reload(&gateway, &config_file).await;
+        match &result {
+            Ok((warnings, _)) => {
+                tracing::info!(%trigger, ms = started.elapsed().as_millis() as u64, "reloaded");
+                for warning in warnings {
+                    tracing::warn!("{warning}");
+                }
+            }
+            Err(error) => {
+                tracing::error!(%trigger, "reload failed; still serving the previous configuration:\n{error}");
+            }
+        }
+        // A new plugin folder in the config is watched from now on.
+        if let (Ok((_, Some(folder))), Some(watcher)) = (&result, watcher.as_mut())
+            && watched_plugins.as_ref() != Some(folder)
+        {
+            if let Err(error) = watcher.watch(folder, RecursiveMode::NonRecursive) {
+                tracing::error!(%error, folder = %folder.display(), "cannot watch the plugin folder");
+            }
+            watched_plugins = Some(folder.clone());
+        }
+        gateway
+            .reloads
+            .record(&trigger, started, result.map(|(warnings, _)| warnings));
+    }
+}
+
+/// Reads the config and swaps in a snapshot of it.
+async fn reload(
+    gateway: &Gateway,
+    config_file: &Path,
+) -> Result<(Vec<String>, Option<PathBuf>), String> {
+    let config = config::load(config_file).map_err(|e| e.to_string())?;
+    let folder = config.plugins.as_ref().map(|p| plugin_dir(&config, p));
+    let warnings = gateway
+        .apply(&config)
+        .await
+        .map_err(|e: StartError| e.to_string())?;
+    Ok((warnings, folder))
+}
+
+/// The config file itself, or a `.wasm` file in the plugin folder.
+fn relevant(path: &Path, config_file: &Path, plugins: Option<&Path>) -> bool {
+    let same_file = |a: &Path, b: &Path| {
+        a.file_name() == b.file_name() && canonical_parent(a) == canonical_parent(b)
+    };
+    if same_file(path, config_file) {
+        return true;
+    }
+    path.extension().is_some_and(|e| e == "wasm")
+        && plugins.is_some_and(|dir| canonical(path.parent().unwrap_or(dir)) == canonical(dir))
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn canonical_parent(path: &Path) -> PathBuf {
+    canonical(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
+}
+
+/// The plugin folder the config file names now, if it can be read.
+fn plugin_folder_of(config_file: &Path) -> Option<PathBuf> {
+    let config = config::load(config_file).ok()?;
+    let plugins = config.plugins.as_ref()?;
+    Some(plugin_dir(&config, plugins))
+}

@@ -1,0 +1,440 @@
+//! Hot reload: plugin files and the config change on disk under load, with
+//! no failed request, and a bad change leaves the gateway serving as before.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::support::{Backend, Gateway, PluginDir, get, upstream};
+
+/// Clients sending requests back to back until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<Tally>>,
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    requests: usize,
+    failures: Vec<String>,
+    /// `x-plugin-version` values (or backend names) seen.
+    seen: BTreeSet<String>,
+}
+
+impl Load {
+    fn start(url: String, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let (url, stop) = (url.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+                    let mut tally = Tally::default();
+                    while !stop.load(Ordering::Relaxed) {
+                        tally.requests += 1;
+                        match client.get(url.parse().expect("uri")).await {
+                            Ok(response) => {
+                                let status = response.status();
+                                let version = response
+                                    .headers()
+                                    .get("x-plugin-version")
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_string);
+                                let body =
+                                    response.into_body().collect().await.map(|b| b.to_bytes());
+                                if status != 200 || body.is_err() {
+                                    tally
+                                        .failures
+                                        .push(format!("status {status}, body {body:?}"));
+                                }
+                                if let Some(version) = version {
+                                    tally.seen.insert(version);
+                                }
+                            }
+                            Err(error) => tally.failures.push(error.to_string()),
+                        }
+                    }
+                    tally
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    async fn finish(self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = Tally::default();
+        for client in self.clients {
+            let tally = client.await.expect("client task");
+            total.requests += tally.requests;
+            total.failures.extend(tally.failures);
+            total.seen.extend(tally.seen);
+        }
+        total
+    }
+}
+
+/// Polls `url` until `check` holds for the reply; the time it took.
+async fn until(
+    url: &str,
+    limit: Duration,
+    check: impl Fn(&crate::support::client::Reply) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let reply = get(url).await;
+        if check(&reply) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not seen within {limit:?}; last reply {} {:?}",
+            reply.status,
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn version(reply: &crate::support::client::Reply) -> Option<&str> {
+    reply
+        .headers
+        .get("x-plugin-version")
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Puts `from` at `to` in one of the ways editors and deploy tools do.
+fn place(from: &Path, to: &Path, how: usize) {
+    match how % 3 {
+        // Write in place (truncate, then write).
+        0 => {
+            std::fs::copy(from, to).expect("copy");
+        }
+        // Write a temporary file, then rename it over the old one.
+        1 => {
+            let temp = to.with_extension("wasm.partial");
+            std::fs::copy(from, &temp).expect("copy");
+            std::fs::rename(&temp, to).expect("rename");
+        }
+        // Delete, then create.
+        _ => {
+            std::fs::remove_file(to).expect("remove");
+            std::thread::sleep(Duration::from_millis(10));
+            std::fs::copy(from, to).expect("copy");
+        }
+    }
+}
+
+/// A plugin folder with `stamp.wasm` (starting as version 1) and both versions beside it.
+fn stamp_plugins() -> (PluginDir, std::path::PathBuf, std::path::PathBuf) {
+    let plugins = PluginDir::with(&["stamp-v1", "stamp-v2", "probe", "next-major"]);
+    let versions = tempfile::tempdir().expect("temp dir").keep();
+    let (v1, v2) = (versions.join("v1.wasm"), versions.join("v2.wasm"));
+    std::fs::rename(plugins.file("stamp-v1"), &v1).expect("move v1");
+    std::fs::rename(plugins.file("stamp-v2"), &v2).expect("move v2");
+    std::fs::copy(&v1, plugins.file("stamp")).expect("install v1");
+    (plugins, v1, v2)
+}
+
+fn stamp_config(plugins: &PluginDir, svc: &Backend, extra: &str) -> String {
+    format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\n{extra}{}upstreams:\n{}routes:\n  - {{ name: stamped, upstream: svc, plugins: [{{ name: stamp }}] }}\n",
+        plugins.section(""),
+        upstream("svc", &[svc], "")
+    )
+}
+
+async fn reload_attempts(gw: &Gateway) -> u64 {
+    get(&gw.admin_url("/admin/reloads")).await.json()["attempts"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Waits for a reload attempt after `before`; returns the newest record.
+async fn next_reload(gw: &Gateway, before: u64) -> serde_json::Value {
+    let started = Instant::now();
+    while reload_attempts(gw).await <= before {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no reload attempt"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    get(&gw.admin_url("/admin/reloads")).await.json()["reloads"][0].clone()
+}
+
+#[tokio::test]
+async fn replacing_a_plugin_fifty_times_under_load_drops_nothing() {
+    let (plugins, v1, v2) = stamp_plugins();
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&stamp_config(&plugins, &svc, ""));
+    assert_eq!(version(&get(&gw.url("/")).await), Some("1"));
+
+    let load = Load::start(gw.url("/"), 4);
+    let mut live_after = Vec::new();
+    for swap in 0..50 {
+        let (file, expected) = if swap % 2 == 0 {
+            (&v2, "2")
+        } else {
+            (&v1, "1")
+        };
+        place(file, &plugins.file("stamp"), swap);
+        live_after.push(
+            until(&gw.url("/"), Duration::from_secs(5), |r| {
+                version(r) == Some(expected)
+            })
+            .await,
+        );
+    }
+    let tally = load.finish().await;
+
+    assert!(
+        tally.failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        tally.failures.len(),
+        tally.requests,
+        &tally.failures[..tally.failures.len().min(5)]
+    );
+    assert_eq!(
+        tally.seen,
+        BTreeSet::from(["1".to_string(), "2".to_string()]),
+        "only the two versions answered"
+    );
+    let last = *live_after.last().expect("50 swaps");
+    assert!(
+        last < Duration::from_secs(1),
+        "the last swap went live after {last:?}"
+    );
+    live_after.sort();
+    eprintln!(
+        "plugin swap to live: median {:?}, worst {:?}, over {} swaps; {} requests under load, 0 failed",
+        live_after[live_after.len() / 2],
+        live_after[live_after.len() - 1],
+        live_after.len(),
+        tally.requests
+    );
+}
+
+#[tokio::test]
+async fn config_edits_under_load_add_change_and_remove_routes() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let pools = format!("{}{}", upstream("a", &[&a], ""), upstream("b", &[&b], ""));
+    let stable = "  - { name: stable, upstream: a, match: { path_prefix: /stable } }\n";
+    let gw = Gateway::start(&format!("upstreams:\n{pools}routes:\n{stable}"));
+    let load = Load::start(gw.url("/stable"), 4);
+    for round in 0..10 {
+        // Add a route.
+        let added = format!(
+            "upstreams:\n{pools}routes:\n{stable}  - {{ name: extra, upstream: b, match: {{ path_prefix: /extra }} }}\n"
+        );
+        if round % 2 == 0 {
+            gw.replace_config(&added)
+        } else {
+            gw.edit_config(&added)
+        }
+        until(&gw.url("/extra/x"), Duration::from_secs(5), |r| {
+            r.status == 200 && r.backend() == "b"
+        })
+        .await;
+        // Change it: another upstream and a strip_prefix.
+        let changed = format!(
+            "upstreams:\n{pools}routes:\n{stable}  - {{ name: extra, upstream: a, match: {{ path_prefix: /extra }}, strip_prefix: /extra }}\n"
+        );
+        gw.replace_config(&changed);
+        until(&gw.url("/extra/x"), Duration::from_secs(5), |r| {
+            r.status == 200 && r.backend() == "a" && r.json()["uri"] == "/x"
+        })
+        .await;
+        // Remove it.
+        gw.replace_config(&format!("upstreams:\n{pools}routes:\n{stable}"));
+        until(&gw.url("/extra/x"), Duration::from_secs(5), |r| {
+            r.status == 404
+        })
+        .await;
+    }
+    let tally = load.finish().await;
+    assert!(
+        tally.failures.is_empty(),
+        "{:?}",
+        &tally.failures[..tally.failures.len().min(5)]
+    );
+    assert!(tally.requests > 100, "the load ran: {}", tally.requests);
+    // 30 reloads, yet the unchanged pool kept its keep-alive connections.
+    assert!(
+        a.connections_accepted() < 20,
+        "upstream a saw {} connections",
+        a.connections_accepted()
+    );
+}
+
+/// Something that breaks the running gateway's files.
+type Breaker<'a> = dyn Fn(&Gateway) + 'a;
+
+#[tokio::test]
+async fn invalid_changes_keep_the_old_behaviour_and_are_reported() {
+    let (plugins, v1, v2) = stamp_plugins();
+    let svc = Backend::start("svc").await;
+    let good = stamp_config(&plugins, &svc, "");
+    let gw = Gateway::start(&good);
+    let stamp = plugins.file("stamp");
+
+    // (what breaks it, what the report must say, the fix, the version after the fix)
+    let garbage = |_: &Gateway| std::fs::write(&stamp, b"\0asm but not really").expect("write");
+    let next_major = |_: &Gateway| {
+        std::fs::copy(plugins.file("next-major"), &stamp).expect("copy");
+    };
+    let refused = |gw: &Gateway| {
+        gw.replace_config(&good.replace(
+            "routes:\n",
+            "routes:\n  - { name: strict, upstream: svc, match: { path_prefix: /strict }, plugins: [{ name: probe, config: { refuse: not today } }] }\n",
+        ))
+    };
+    let bad_yaml = |gw: &Gateway| gw.edit_config("routes: [\n");
+    let cases: [(&str, &Breaker, &str); 4] = [
+        (
+            "not a component",
+            &garbage,
+            "stamp.wasm is not a WebAssembly component",
+        ),
+        (
+            "another WIT major",
+            &next_major,
+            "was built for gateway:plugin@0.2.0",
+        ),
+        (
+            "refused config",
+            &refused,
+            "plugin \"probe\" refused the config of route \"strict\": not today",
+        ),
+        ("YAML error", &bad_yaml, "gateway.yaml:3: while parsing"),
+    ];
+    let mut running = "1";
+    for (i, (case, break_it, says)) in cases.into_iter().enumerate() {
+        let before = reload_attempts(&gw).await;
+        break_it(&gw);
+        let report = next_reload(&gw, before).await;
+        assert_eq!(report["ok"], false, "{case}: {report}");
+        let error = report["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{case}: {error}");
+        // The old snapshot keeps serving.
+        assert_eq!(version(&get(&gw.url("/")).await), Some(running), "{case}");
+        let status = get(&gw.admin_url("/admin/plugins")).await.json();
+        assert_eq!(status["plugins"][0]["name"], "stamp");
+        assert!(
+            status["plugins"][0]["last_reload"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(says)),
+            "{case}: {status}"
+        );
+
+        // Fixing it reloads normally.
+        let (fix, fixed) = if i % 2 == 0 { (&v2, "2") } else { (&v1, "1") };
+        std::fs::copy(fix, &stamp).expect("fix plugin");
+        gw.replace_config(&good);
+        until(&gw.url("/"), Duration::from_secs(5), |r| {
+            version(r) == Some(fixed)
+        })
+        .await;
+        running = fixed;
+        let status = get(&gw.admin_url("/admin/plugins")).await.json();
+        let plugin = &status["plugins"][0];
+        assert_eq!(plugin["file"], stamp.display().to_string());
+        assert_eq!(plugin["sha256"].as_str().map(str::len), Some(64));
+        assert!(
+            plugin["loaded_at"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_removed_plugin_file_keeps_the_loaded_version_and_is_reported() {
+    let (plugins, v1, _v2) = stamp_plugins();
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&stamp_config(&plugins, &svc, ""));
+    let before = reload_attempts(&gw).await;
+    std::fs::remove_file(plugins.file("stamp")).expect("remove");
+    let report = next_reload(&gw, before).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(
+        report["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("stamp.wasm was removed")),
+        "{report}"
+    );
+    assert_eq!(
+        version(&get(&gw.url("/")).await),
+        Some("1"),
+        "the route keeps working"
+    );
+    let status = get(&gw.admin_url("/admin/plugins")).await.json();
+    assert_eq!(status["plugins"][0]["file_present"], false, "{status}");
+
+    std::fs::copy(&v1, plugins.file("stamp")).expect("restore");
+    let started = Instant::now();
+    while get(&gw.admin_url("/admin/plugins")).await.json()["plugins"][0]["file_present"] != true {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "restored file not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_when_watching_is_off() {
+    let (plugins, _v1, v2) = stamp_plugins();
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&stamp_config(&plugins, &svc, "reload: { watch: false }\n"));
+    std::fs::copy(&v2, plugins.file("stamp")).expect("copy");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        version(&get(&gw.url("/")).await),
+        Some("1"),
+        "nothing watches the files"
+    );
+    let before = reload_attempts(&gw).await;
+    gw.signal(rustix::process::Signal::HUP);
+    let report = next_reload(&gw, before).await;
+    assert_eq!(report["trigger"], "SIGHUP");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(version(&get(&gw.url("/")).await), Some("2"));
+}
+
+#[tokio::test]
+async fn five_hundred_reloads_do_not_grow_memory() {
+    let (plugins, v1, v2) = stamp_plugins();
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&stamp_config(&plugins, &svc, "reload: { watch: false }\n"));
+    let mut after_50 = 0;
+    for i in 1..=500 {
+        // Alternate the versions, so each reload compiles (or takes from the
+        // disk cache) code and frees the old.
+        std::fs::copy(if i % 2 == 0 { &v1 } else { &v2 }, plugins.file("stamp")).expect("copy");
+        let before = reload_attempts(&gw).await;
+        gw.signal(rustix::process::Signal::HUP);
+        let report = next_reload(&gw, before).await;
+        assert_eq!(report["ok"], true, "reload {i}: {report}");
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+        if i == 50 {
+            after_50 = gw.rss_kib();
+        }
+    }
+    let after_500 = gw.rss_kib();
+    eprintln!("resident memory: {after_50} KiB after 50 reloads, {after_500} KiB after 500");
+    // Generous: a leak of even 100 KiB per reload would pass 45 MiB here.
+    let bound = after_50 + after_50 / 4 + 16 * 1024;
+    assert!(
+        after_500 <= bound,
+        "{after_500} KiB after 500 reloads > bound {bound} KiB ({after_50} KiB after 50)"
+    );
+}
