@@ -438,3 +438,51 @@ async fn five_hundred_reloads_do_not_grow_memory() {
         "{after_500} KiB after 500 reloads > bound {bound} KiB ({after_50} KiB after 50)"
     );
 }
+
+#[tokio::test]
+async fn partial_writes_and_late_files_are_picked_up_once_complete() {
+    let (plugins, v1, v2) = stamp_plugins();
+    let svc = Backend::start("svc").await;
+    let good = stamp_config(&plugins, &svc, "");
+    let gw = Gateway::start(&good);
+
+    // Half a file, left long enough to be reloaded: refused, v1 keeps serving.
+    let bytes = std::fs::read(&v2).expect("read v2");
+    let before = reload_attempts(&gw).await;
+    std::fs::write(plugins.file("stamp"), &bytes[..bytes.len() / 2]).expect("half");
+    let report = next_reload(&gw, before).await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(version(&get(&gw.url("/")).await), Some("1"));
+    // The rest of the write completes it.
+    std::fs::write(plugins.file("stamp"), &bytes).expect("whole");
+    until(&gw.url("/"), Duration::from_secs(5), |r| {
+        version(r) == Some("2")
+    })
+    .await;
+
+    // A route naming a plugin whose file is not there yet: refused until it appears.
+    let before = reload_attempts(&gw).await;
+    gw.replace_config(&good.replace(
+        "routes:\n",
+        "routes:\n  - { name: late, upstream: svc, match: { path_prefix: /late }, plugins: [{ name: late }] }\n",
+    ));
+    let report = next_reload(&gw, before).await;
+    assert!(
+        report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no plugin \"late\"")),
+        "{report}"
+    );
+    let old = get(&gw.url("/late")).await;
+    assert_eq!(
+        version(&old),
+        Some("2"),
+        "still the old routes: the catch-all with stamp v2"
+    );
+    // `late` is version 1, so its route answering shows the reload happened.
+    std::fs::copy(&v1, plugins.file("late")).expect("late file appears");
+    until(&gw.url("/late"), Duration::from_secs(5), |r| {
+        version(r) == Some("1")
+    })
+    .await;
+}
