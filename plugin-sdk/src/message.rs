@@ -175,20 +175,9 @@ impl Request {
             method: request.method,
             path: request.path,
             query: request.query,
-            headers: Headers::from_lines(
-                request
-                    .headers
-                    .into_iter()
-                    .map(|h| (h.name, h.value))
-                    .collect(),
-            ),
+            headers: from_wit_headers(request.headers),
             body: request.body,
-            context: Context {
-                route: context.route,
-                request_id: context.request_id,
-                client_address: context.client_address,
-                params: context.params,
-            },
+            context: Context::from(context),
             modified: false,
         }
     }
@@ -318,20 +307,9 @@ impl Response {
     pub(crate) fn from_wit(response: wit::Response, context: wit::Context) -> Self {
         Self {
             status: response.status,
-            headers: Headers::from_lines(
-                response
-                    .headers
-                    .into_iter()
-                    .map(|h| (h.name, h.value))
-                    .collect(),
-            ),
+            headers: from_wit_headers(response.headers),
             body: response.body,
-            context: Context {
-                route: context.route,
-                request_id: context.request_id,
-                client_address: context.client_address,
-                params: context.params,
-            },
+            context: Context::from(context),
             modified: false,
         }
     }
@@ -343,6 +321,21 @@ impl Response {
             body: self.body,
         }
     }
+}
+
+impl From<wit::Context> for Context {
+    fn from(context: wit::Context) -> Self {
+        Self {
+            route: context.route,
+            request_id: context.request_id,
+            client_address: context.client_address,
+            params: context.params,
+        }
+    }
+}
+
+fn from_wit_headers(headers: Vec<wit::Header>) -> Headers {
+    Headers::from_lines(headers.into_iter().map(|h| (h.name, h.value)).collect())
 }
 
 fn to_wit_headers(headers: Headers) -> Vec<wit::Header> {

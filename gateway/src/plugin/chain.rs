@@ -94,32 +94,16 @@ impl ChainEntry {
         }
     }
 
-    async fn on_request(
+    /// Runs one hook on a checked-out instance; only a successful instance
+    /// goes back to the pool.
+    async fn run<R>(
         &self,
-        request: &bindings::Request,
-        context: &HookContext,
-    ) -> Result<bindings::RequestAction, ProxyError> {
+        hook: impl AsyncFnOnce(&mut Instance) -> Result<R, PluginError>,
+    ) -> Result<R, ProxyError> {
         let mut instance = self.checkout().await?;
-        let action = instance
-            .on_request(request, &context.0)
-            .await
-            .map_err(|e| self.error(e))?;
+        let result = hook(&mut instance).await.map_err(|e| self.error(e))?;
         self.checkin(instance);
-        Ok(action)
-    }
-
-    async fn on_response(
-        &self,
-        response: &bindings::Response,
-        context: &HookContext,
-    ) -> Result<bindings::ResponseAction, ProxyError> {
-        let mut instance = self.checkout().await?;
-        let action = instance
-            .on_response(response, &context.0)
-            .await
-            .map_err(|e| self.error(e))?;
-        self.checkin(instance);
-        Ok(action)
+        Ok(result)
     }
 
     async fn new_instance(&self) -> Result<Instance, PluginError> {
@@ -255,7 +239,9 @@ impl Chain {
             if entry.capabilities.request_body {
                 wit.body = held.as_ref().map(|b| b.to_vec());
             }
-            let action = entry.on_request(&wit, context).await?;
+            let action = entry
+                .run(async |i| i.on_request(&wit, &context.0).await)
+                .await?;
             wit.body = None;
             match action {
                 bindings::RequestAction::Continue => {}
@@ -284,13 +270,8 @@ impl Chain {
             // The old length no longer holds; hyper sets the new one.
             parts.headers.remove(CONTENT_LENGTH);
         }
-        let body = match (held, streaming) {
-            (Some(bytes), _) => body::full(bytes),
-            (None, Some(body)) => body,
-            (None, None) => body::empty(),
-        };
         Ok(RequestFlow::Forward {
-            request: Request::from_parts(parts, body),
+            request: Request::from_parts(parts, reassemble(held, streaming)),
             path_set: wit.path != original_path,
         })
     }
@@ -331,7 +312,9 @@ impl Chain {
             if entry.capabilities.response_body {
                 wit.body = held.as_ref().map(|b| b.to_vec());
             }
-            let action = entry.on_response(&wit, context).await?;
+            let action = entry
+                .run(async |i| i.on_response(&wit, &context.0).await)
+                .await?;
             wit.body = None;
             if let bindings::ResponseAction::Modified(mut changed) = action {
                 if let Some(new_body) = changed.body.take() {
@@ -353,12 +336,16 @@ impl Chain {
         if body_edited {
             parts.headers.remove(CONTENT_LENGTH);
         }
-        let body = match (held, streaming) {
-            (Some(bytes), _) => body::full(bytes),
-            (None, Some(body)) => body,
-            (None, None) => body::empty(),
-        };
-        Ok(Response::from_parts(parts, body))
+        Ok(Response::from_parts(parts, reassemble(held, streaming)))
+    }
+}
+
+/// The body to pass on: the held (buffered, maybe edited) one, else the stream.
+fn reassemble(held: Option<Bytes>, streaming: Option<Body>) -> Body {
+    match (held, streaming) {
+        (Some(bytes), _) => body::full(bytes),
+        (None, Some(body)) => body,
+        (None, None) => body::empty(),
     }
 }
 
