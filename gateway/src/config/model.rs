@@ -121,6 +121,8 @@ pub struct ServerConfig {
     pub header_read_timeout: HumanDuration,
     /// Largest request head (request line plus headers) accepted, in bytes.
     pub max_header_bytes: usize,
+    /// Threads serving requests; 0 means one per CPU core.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +131,7 @@ impl Default for ServerConfig {
             drain_timeout: HumanDuration(std::time::Duration::from_secs(30)),
             header_read_timeout: HumanDuration(std::time::Duration::from_secs(10)),
             max_header_bytes: 64 * 1024,
+            workers: 0,
         }
     }
 }

@@ -1,0 +1,63 @@
+"""Turns wrk outputs into one table (Markdown and JSON) with ratios to nginx and to the upstream."""
+import json
+import os
+import platform
+import re
+import sys
+
+ROWS = [
+    ("direct", "upstream hit directly (the machine's limit)"),
+    ("nginx", "nginx, proxy_pass with upstream keep-alive"),
+    ("haproxy", "HAProxy, plain HTTP mode"),
+    ("gateway", "gateway, no plugins"),
+    ("gateway-transform", "gateway + transform plugin"),
+    ("gateway-3-plugins", "gateway + transform + 2 no-op plugins"),
+    ("haproxy-rules", "HAProxy doing the transform's work natively"),
+]
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def millis(text):
+    number, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * UNITS[unit]
+
+
+def parse(path):
+    text = open(path).read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p50 = millis(re.search(r"50%\s+(\S+)", text).group(1))
+    p99 = millis(re.search(r"99%\s+(\S+)", text).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    socket = re.search(r"Socket errors: (.*)", text)
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99,
+            "non_2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": socket.group(1) if socket else None}
+
+
+def main():
+    work, out, smoke, connections, duration = sys.argv[1:6]
+    results = {name: parse(os.path.join(work, name + ".wrk")) for name, _ in ROWS}
+    nginx, direct = results["nginx"]["rps"], results["direct"]["rps"]
+    lines = [
+        "| row | requests/s | p50 ms | p99 ms | vs nginx | vs direct |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, label in ROWS:
+        r = results[name]
+        r["vs_nginx"], r["vs_direct"] = r["rps"] / nginx, r["rps"] / direct
+        flag = "" if r["non_2xx"] == 0 and not r["socket_errors"] else " (errors!)"
+        lines.append(f"| {label}{flag} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                     f"{r['vs_nginx']:.2f} | {r['vs_direct']:.2f} |")
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}"
+    setup = (f"wrk -t1 -c{connections} -d{duration}; proxies on CPU 0 (one worker each), "
+             f"upstream and wrk on CPU 1; 1 KiB response body")
+    table = "\n".join(lines)
+    kind = "smoke run (debug build, not figures)" if smoke == "true" else "full run"
+    markdown = f"{table}\n\n{kind}. {setup}. Machine: {machine}.\n"
+    open(os.path.join(out, "latest.md"), "w").write(markdown)
+    json.dump({"kind": kind, "setup": setup, "machine": machine, "rows": results},
+              open(os.path.join(out, "latest.json"), "w"), indent=2)
+    print(markdown)
+
+
+main()
