@@ -82,10 +82,17 @@ fn run(file: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.server.workers > 0 {
-        builder.worker_threads(config.server.workers);
-    }
+    // One worker: a current-thread runtime skips the work-stealing scheduler
+    // and its cross-thread wake-ups (bench/ measures the difference).
+    let builder = match config.server.workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
     let runtime = match tokio_runtime(builder) {
         Ok(runtime) => runtime,
         Err(code) => return code,

@@ -153,13 +153,24 @@ fn upstream_request(
     } else {
         rewrite::upstream_path(matched.route, parts.uri.path(), &matched.params)
     };
-    let path_and_query = match parts.uri.query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path.into_owned(),
+    parts.uri = match path {
+        // Unchanged: reuse the parsed path and query (no copy, no re-parse).
+        Cow::Borrowed(same) if same == parts.uri.path() => {
+            let mut uri = http::uri::Parts::default();
+            uri.path_and_query = parts.uri.path_and_query().cloned();
+            http::Uri::from_parts(uri)
+                .map_err(|e| ProxyError::BadRequest(format!("the path is not valid: {e}")))?
+        }
+        path => {
+            let path_and_query = match parts.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.into_owned(),
+            };
+            path_and_query.parse().map_err(|e| {
+                ProxyError::BadRequest(format!("the rewritten path is not valid: {e}"))
+            })?
+        }
     };
-    parts.uri = path_and_query
-        .parse()
-        .map_err(|e| ProxyError::BadRequest(format!("the rewritten path is not valid: {e}")))?;
     parts.version = Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
     headers::add_forwarding(&mut parts.headers, client_ip, host);
@@ -188,7 +199,7 @@ async fn forward(
         client_ip,
     };
     let first = upstream.pick(&info, None)?;
-    let second_try = retryable(&request).then(|| bodiless_copy(&request));
+    let second_try = retryable(&request, upstream).then(|| bodiless_copy(&request));
     let error = match upstream.send(first, request, timeout).await {
         Ok(response) => return Ok(response),
         Err(error @ AttemptError::Timeout(_)) => return Err(upstream.error_for(first, error)),
@@ -211,8 +222,11 @@ async fn forward(
         .map_err(|e| upstream.error_for(second, e))
 }
 
-fn retryable(request: &Request<Body>) -> bool {
-    request.method().is_idempotent() && request.body().is_end_stream()
+fn retryable(request: &Request<Body>, upstream: &Upstream) -> bool {
+    // With one target there is nowhere else to go: skip copying the headers.
+    upstream.pool.targets().len() > 1
+        && request.method().is_idempotent()
+        && request.body().is_end_stream()
 }
 
 fn bodiless_copy(request: &Request<Body>) -> Request<Body> {
