@@ -14,19 +14,23 @@ ROWS = [
     ("gateway-3-plugins", "gateway + transform + 2 no-op plugins"),
     ("haproxy-rules", "HAProxy doing the transform's work natively"),
 ]
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
 def millis(text):
-    number, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    match = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    if not match:
+        raise ValueError(f"wrk latency {text!r} not understood")
+    number, unit = match.groups()
     return float(number) * UNITS[unit]
 
 
 def parse(path):
     text = open(path).read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    p50 = millis(re.search(r"50%\s+(\S+)", text).group(1))
-    p99 = millis(re.search(r"99%\s+(\S+)", text).group(1))
+    # The distribution's own lines ("     50%  398.00us"), not "90.50%" columns.
+    p50 = millis(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+    p99 = millis(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     socket = re.search(r"Socket errors: (.*)", text)
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99,
