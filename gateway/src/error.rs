@@ -35,6 +35,11 @@ pub enum ProxyError {
     },
     #[error("the request body is larger than the {limit} bytes plugins may buffer")]
     PayloadTooLarge { limit: u64 },
+    /// A plugin on `route` asked for the response body and it could not be held.
+    #[error(
+        "the upstream response on route \"{route}\" could not be buffered for its plugins: {reason}"
+    )]
+    ResponseTooLarge { route: String, reason: String },
     #[error("plugin \"{plugin}\" on route \"{route}\" failed: {reason}")]
     PluginFailed {
         plugin: String,
@@ -61,6 +66,9 @@ impl ProxyError {
             Self::UpstreamUnavailable { .. } => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::ResponseTooLarge { .. } => {
+                (StatusCode::BAD_GATEWAY, "upstream_response_too_large")
+            }
             Self::PluginFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_failed"),
             Self::PluginTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "plugin_timeout"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),

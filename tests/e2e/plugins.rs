@@ -70,7 +70,7 @@ async fn bodies_reach_only_plugins_that_ask_and_are_limited() {
     let gw = Gateway::start(&config(
         &plugins,
         &svc,
-        "  - { name: bodies, upstream: svc, match: { path_prefix: /bodies }, plugins: [{ name: probe, config: { bodies: true } }] }
+        "  - { name: bodies, upstream: svc, match: { path_prefix: /bodies }, strip_prefix: /bodies, plugins: [{ name: probe, config: { bodies: true } }] }
   - { name: streams, upstream: svc, plugins: [{ name: probe, config: { tag: s } }] }
 ",
     ));
@@ -99,6 +99,10 @@ async fn bodies_reach_only_plugins_that_ask_and_are_limited() {
     let reply = send(post("/bodies", 100 * 1024)).await;
     assert_eq!(reply.status, 413);
     assert_eq!(reply.error_code(), "payload_too_large");
+
+    let reply = get(&gw.url("/bodies/download?bytes=100000")).await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.error_code(), "upstream_response_too_large");
 
     // A plugin that did not ask for bodies lets any size stream past.
     let reply = send(post("/streams", 4 * 1024 * 1024)).await;

@@ -294,10 +294,9 @@ impl Chain {
         if wants_body {
             let body = streaming.take().unwrap_or_else(body::empty);
             held = Some(body::buffer(body, self.max_body).await.map_err(|e| {
-                ProxyError::UpstreamUnavailable {
-                    upstream: context.0.route.clone(),
-                    target: "response".into(),
-                    reason: format!("{e}; plugins may buffer at most {} bytes", self.max_body),
+                ProxyError::ResponseTooLarge {
+                    route: context.0.route.clone(),
+                    reason: e.to_string(),
                 }
             })?);
         }
