@@ -97,15 +97,19 @@ pub trait Plugin: Sized + 'static {
         Capabilities::default()
     }
 
-    /// Runs before the request goes upstream, in chain order.
+    /// Runs before the request goes upstream, in chain order. A plugin that
+    /// keeps this default is not called for requests at all.
     fn on_request(&self, request: &mut Request) -> Action {
         let _ = request;
+        __runtime::default_hook_ran();
         Action::Continue
     }
 
-    /// Runs on the response, in reverse chain order.
+    /// Runs on the response, in reverse chain order. A plugin that keeps
+    /// this default is not called for responses at all.
     fn on_response(&self, response: &mut Response) {
         let _ = response;
+        __runtime::default_hook_ran();
     }
 }
 
@@ -190,6 +194,19 @@ pub mod __runtime {
     thread_local! {
         // A component instance is single-threaded; one plugin value per instance.
         static PLUGIN: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+        // Set by the trait's default hooks: the plugin did not write that hook.
+        static DEFAULT_HOOK_RAN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    pub fn default_hook_ran() {
+        DEFAULT_HOOK_RAN.with(|flag| flag.set(true));
+    }
+
+    /// Runs a hook and says whether it was the trait's default.
+    fn run_hook<R>(hook: impl FnOnce() -> R) -> (R, bool) {
+        DEFAULT_HOOK_RAN.with(|flag| flag.set(false));
+        let result = hook();
+        (result, DEFAULT_HOOK_RAN.with(|flag| flag.get()))
     }
 
     pub fn init<P: Plugin>(config: &str) -> Result<wit::Capabilities, String> {
@@ -226,12 +243,13 @@ pub mod __runtime {
         context: wit::Context,
     ) -> wit::RequestAction {
         let mut request = Request::from_wit(request, context);
-        match with_plugin::<P, _>(|p| p.on_request(&mut request)) {
-            Action::Respond(response) => wit::RequestAction::Respond(response.into_wit()),
-            Action::Continue if request.is_modified() => {
+        match run_hook(|| with_plugin::<P, _>(|p| p.on_request(&mut request))) {
+            (_, true) => wit::RequestAction::NotImplemented,
+            (Action::Respond(response), false) => wit::RequestAction::Respond(response.into_wit()),
+            (Action::Continue, false) if request.is_modified() => {
                 wit::RequestAction::Modified(request.into_wit())
             }
-            Action::Continue => wit::RequestAction::Continue,
+            (Action::Continue, false) => wit::RequestAction::Continue,
         }
     }
 
@@ -240,8 +258,10 @@ pub mod __runtime {
         context: wit::Context,
     ) -> wit::ResponseAction {
         let mut response = Response::from_wit(response, context);
-        with_plugin::<P, _>(|p| p.on_response(&mut response));
-        if response.is_modified() {
+        let ((), default) = run_hook(|| with_plugin::<P, _>(|p| p.on_response(&mut response)));
+        if default {
+            wit::ResponseAction::NotImplemented
+        } else if response.is_modified() {
             wit::ResponseAction::Modified(response.into_wit())
         } else {
             wit::ResponseAction::Continue

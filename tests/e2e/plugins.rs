@@ -378,3 +378,41 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test]
+async fn hooks_a_plugin_does_not_implement_are_not_called_again() {
+    let plugins = PluginDir::with(&["noop", "stamp-v1", "probe"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\n{}",
+        config(
+            &plugins,
+            &svc,
+            "  - { name: mixed, upstream: svc, plugins: [{ name: noop }, { name: stamp-v1 }, { name: probe, config: { tag: p } }] }\n",
+        )
+    ));
+    for _ in 0..3 {
+        let reply = get(&gw.url("/")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.headers["x-plugin-version"], "1",
+            "stamp's response hook still runs"
+        );
+        assert_eq!(reply.upstream_header("x-chain").as_deref(), Some("p"));
+    }
+    let status = get(&gw.admin_url("/admin/plugins")).await.json();
+    let hooks = |name: &str| {
+        let plugin = status["plugins"]
+            .as_array()
+            .and_then(|list| list.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or_default();
+        (
+            plugin["request_hook"].clone(),
+            plugin["response_hook"].clone(),
+        )
+    };
+    assert_eq!(hooks("noop"), (false.into(), false.into()), "{status}");
+    assert_eq!(hooks("stamp-v1"), (false.into(), true.into()), "{status}");
+    assert_eq!(hooks("probe"), (true.into(), true.into()), "{status}");
+}

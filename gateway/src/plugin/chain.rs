@@ -19,6 +19,7 @@
 //! outlives a request is per instance and not shared (like proxy-wasm VMs).
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -236,6 +237,9 @@ impl Chain {
         let (original_path, mut body_edited) = (wit.path.clone(), false);
         let mut last_editor = None;
         for (index, entry) in self.entries.iter().enumerate() {
+            if !entry.plugin.request_hook.load(Ordering::Relaxed) {
+                continue;
+            }
             if entry.capabilities.request_body {
                 wit.body = held.as_ref().map(|b| b.to_vec());
             }
@@ -245,6 +249,9 @@ impl Chain {
             wit.body = None;
             match action {
                 bindings::RequestAction::Continue => {}
+                bindings::RequestAction::NotImplemented => {
+                    entry.plugin.request_hook.store(false, Ordering::Relaxed);
+                }
                 bindings::RequestAction::Modified(mut changed) => {
                     if let Some(new_body) = changed.body.take() {
                         held = Some(Bytes::from(new_body));
@@ -308,6 +315,9 @@ impl Chain {
         let (mut edited, mut body_edited) = (false, false);
         let mut last_editor = 0;
         for (index, entry) in entries.iter().enumerate().rev() {
+            if !entry.plugin.response_hook.load(Ordering::Relaxed) {
+                continue;
+            }
             if entry.capabilities.response_body {
                 wit.body = held.as_ref().map(|b| b.to_vec());
             }
@@ -315,6 +325,9 @@ impl Chain {
                 .run(async |i| i.on_response(&wit, &context.0).await)
                 .await?;
             wit.body = None;
+            if let bindings::ResponseAction::NotImplemented = action {
+                entry.plugin.response_hook.store(false, Ordering::Relaxed);
+            }
             if let bindings::ResponseAction::Modified(mut changed) = action {
                 if let Some(new_body) = changed.body.take() {
                     held = Some(Bytes::from(new_body));

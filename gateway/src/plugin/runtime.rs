@@ -32,6 +32,9 @@ pub struct LoadedPlugin {
     pub sha256: String,
     pub loaded_at: std::time::SystemTime,
     pub pre: PluginPre<HostState>,
+    /// Cleared when the plugin says it has no such hook; it is then skipped.
+    pub request_hook: std::sync::atomic::AtomicBool,
+    pub response_hook: std::sync::atomic::AtomicBool,
 }
 
 /// The engine, the linker with the imports plugins may use, and the plugins
@@ -150,6 +153,8 @@ impl PluginRuntime {
             sha256,
             loaded_at: std::time::SystemTime::now(),
             pre,
+            request_hook: std::sync::atomic::AtomicBool::new(true),
+            response_hook: std::sync::atomic::AtomicBool::new(true),
         });
         if let Ok(mut map) = self.loaded.lock() {
             map.insert(key, loaded.clone());

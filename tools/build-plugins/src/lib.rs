@@ -10,7 +10,14 @@ use std::process::Command;
 use std::sync::Mutex;
 
 /// Every plugin crate in the workspace: shipped plugins and test fixtures.
-pub const ALL: &[&str] = &["transform", "probe", "next-major", "stamp-v1", "stamp-v2"];
+pub const ALL: &[&str] = &[
+    "transform",
+    "probe",
+    "next-major",
+    "stamp-v1",
+    "stamp-v2",
+    "noop",
+];
 
 const TARGET: &str = "wasm32-wasip2";
 
