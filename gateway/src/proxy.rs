@@ -21,15 +21,32 @@ use crate::snapshot::Snapshot;
 use crate::upstream::headers::{self, X_REQUEST_ID};
 use crate::upstream::{AttemptError, Upstream};
 
+/// Who is on the other end of a connection, worked out once per connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub ip: IpAddr,
+    /// The IP as header text, for `X-Forwarded-For` and plugins.
+    pub ip_text: HeaderValue,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = addr.ip();
+        let ip_text = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { ip, ip_text }
+    }
+}
+
 /// Handles one client request on the given snapshot; never fails: errors
 /// become the gateway's JSON error responses.
 pub async fn handle(
     snapshot: &Snapshot,
     mut request: Request<Incoming>,
-    client: SocketAddr,
+    client: &Client,
 ) -> Response<Body> {
     let request_id = headers::ensure_request_id(request.headers_mut());
-    let mut response = match proxy(snapshot, request, client.ip(), &request_id).await {
+    let mut response = match proxy(snapshot, request, client, &request_id).await {
         Ok(response) => response,
         Err(error) => {
             let (status, _) = error.status_and_code();
@@ -50,7 +67,7 @@ pub async fn handle(
 async fn proxy(
     snapshot: &Snapshot,
     mut request: Request<Incoming>,
-    client_ip: IpAddr,
+    client: &Client,
     request_id: &HeaderValue,
 ) -> Result<Response<Body>, ProxyError> {
     let host = original_host(&request)?.into_owned();
@@ -72,7 +89,7 @@ async fn proxy(
     let timeout = route.timeout.unwrap_or(upstream.request_timeout);
     let plugins = &route.plugins;
     let context = (!plugins.is_empty())
-        .then(|| HookContext::new(&route.name, request_id, client_ip, &matched.params));
+        .then(|| HookContext::new(&route.name, request_id, &client.ip_text, &matched.params));
 
     let client_upgrade =
         headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
@@ -88,8 +105,15 @@ async fn proxy(
             }
         },
     };
-    let outgoing = upstream_request(request, &matched, path_set, upstream, client_ip, &host)?;
-    let mut response = forward(upstream, outgoing, client_ip, timeout).await?;
+    let outgoing = upstream_request(
+        request,
+        &matched,
+        path_set,
+        upstream,
+        &client.ip_text,
+        &host,
+    )?;
+    let mut response = forward(upstream, outgoing, client.ip, timeout).await?;
     if let Some(client_upgrade) = client_upgrade
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
     {
@@ -144,7 +168,7 @@ fn upstream_request(
     matched: &Matched,
     path_set_by_plugin: bool,
     upstream: &Upstream,
-    client_ip: IpAddr,
+    client_ip: &HeaderValue,
     host: &str,
 ) -> Result<Request<Body>, ProxyError> {
     let (mut parts, body) = request.into_parts();

@@ -159,10 +159,12 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
+        let peer = Arc::new(proxy::Client::new(client));
         let service = service_fn(move |request| {
             // Each request runs to the end on the snapshot it started with.
             let snapshot = gateway.snapshot();
-            async move { Ok::<_, Infallible>(proxy::handle(&snapshot, request, client).await) }
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(proxy::handle(&snapshot, request, &peer).await) }
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

@@ -18,7 +18,6 @@
 //! a bad request cannot leave state behind for the next; plugin state that
 //! outlives a request is per instance and not shared (like proxy-wasm VMs).
 
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -142,11 +141,16 @@ pub fn limits(defaults: &PluginLimits, overrides: &PluginLimitsOverride) -> Limi
 pub struct HookContext(bindings::Context);
 
 impl HookContext {
-    pub fn new(route: &str, request_id: &HeaderValue, client_ip: IpAddr, params: &Params) -> Self {
+    pub fn new(
+        route: &str,
+        request_id: &HeaderValue,
+        client_ip: &HeaderValue,
+        params: &Params,
+    ) -> Self {
         Self(bindings::Context {
             route: route.to_string(),
             request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
-            client_address: client_ip.to_string(),
+            client_address: String::from_utf8_lossy(client_ip.as_bytes()).into_owned(),
             params: params.clone(),
         })
     }

@@ -1,7 +1,5 @@
 //! Proxy header rules: hop-by-hop removal, forwarding headers, request ids.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -65,19 +63,21 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `-Host`.
-pub fn add_forwarding(headers: &mut HeaderMap, client_ip: IpAddr, original_host: &str) {
+/// `client_ip` is the client's address as header text, made once per connection.
+pub fn add_forwarding(headers: &mut HeaderMap, client_ip: &HeaderValue, original_host: &str) {
     let previous: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let chain = if previous.is_empty() {
-        client_ip.to_string()
+    if previous.is_empty() {
+        headers.insert(&X_FORWARDED_FOR, client_ip.clone());
     } else {
-        format!("{}, {client_ip}", previous.join(", "))
-    };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert(&X_FORWARDED_FOR, value);
+        let ip = client_ip.to_str().unwrap_or("unknown");
+        let chain = format!("{}, {ip}", previous.join(", "));
+        if let Ok(value) = HeaderValue::from_str(&chain) {
+            headers.insert(&X_FORWARDED_FOR, value);
+        }
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Ok(host) = HeaderValue::from_str(original_host) {
@@ -103,16 +103,18 @@ fn new_request_id() -> HeaderValue {
     // Version 4, variant 1 bits, as RFC 9562 lays out.
     bits = (bits & !(0xf << 76)) | (0x4 << 76);
     bits = (bits & !(0x3 << 62)) | (0x2 << 62);
-    let hex = format!("{bits:032x}");
-    let text = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    // Written by hand: this runs for every request, and `format!` showed in profiles.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'-'; 36];
+    let mut nibble = 32;
+    for (i, slot) in text.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        nibble -= 1;
+        *slot = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]
@@ -168,7 +170,15 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2"),
         ]);
-        add_forwarding(&mut h, IpAddr::from([10, 0, 0, 1]), "api.example.com:8080");
+        add_forwarding(
+            &mut h,
+            &HeaderValue::from_static("10.0.0.1"),
+            "api.example.com:8080",
+        );
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+        let mut first = HeaderMap::new();
+        add_forwarding(&mut first, &HeaderValue::from_static("10.0.0.1"), "h");
+        assert_eq!(first["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com:8080");
@@ -183,6 +193,13 @@ mod tests {
         let text = id.to_str().expect("ascii");
         assert_eq!(text.len(), 36);
         assert_eq!(&text[14..15], "4");
+        let dashes: Vec<usize> = text.match_indices('-').map(|(i, _)| i).collect();
+        assert_eq!(dashes, vec![8, 13, 18, 23]);
+        assert!(
+            matches!(&text[19..20], "8" | "9" | "a" | "b"),
+            "variant bits: {text}"
+        );
+        assert!(text.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
         assert_eq!(h["x-request-id"], id);
         assert_ne!(ensure_request_id(&mut HeaderMap::new()), id);
     }
