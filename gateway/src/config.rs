@@ -84,11 +84,7 @@ pub fn from_text(
 pub const MAX_PLUGIN_MEMORY: ByteSize = ByteSize::mib(256);
 
 impl Config {
-    /// A problem found after parsing (say, by loading plugins), located like the others.
-    pub fn error_at(&self, field: &str, message: String) -> ConfigError {
-        self.errors(vec![(field.to_string(), message)])
-    }
-
+    /// Problems found after parsing (say, by loading plugins), located like the others.
     pub fn errors(&self, problems: Vec<(String, String)>) -> ConfigError {
         ConfigError::Invalid {
             file: self.origin.file.clone(),

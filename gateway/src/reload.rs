@@ -80,8 +80,9 @@ enum Trigger {
 pub fn spawn(gateway: Arc<Gateway>, config_file: PathBuf, config: &Config) {
     let (tx, rx) = mpsc::unbounded_channel();
     let settings = config.reload;
+    let plugins = config.plugins.as_ref().map(|p| plugin_dir(config, p));
     let watcher = if settings.watch {
-        match watch(&config_file, config, tx.clone()) {
+        match watch(&config_file, plugins.as_deref(), tx.clone()) {
             Ok(watcher) => Some(watcher),
             Err(error) => {
                 tracing::error!(%error, "cannot watch files; reload with SIGHUP");
@@ -104,14 +105,21 @@ pub fn spawn(gateway: Arc<Gateway>, config_file: PathBuf, config: &Config) {
             }
         }
     });
-    tokio::spawn(run(gateway, config_file, settings.debounce.0, rx, watcher));
+    tokio::spawn(run(
+        gateway,
+        config_file,
+        plugins,
+        settings.debounce.0,
+        rx,
+        watcher,
+    ));
 }
 
 /// Watches the config file's folder (editors replace files by renaming) and
 /// the plugin folder; events go to `tx`.
 fn watch(
     config_file: &Path,
-    config: &Config,
+    plugins: Option<&Path>,
     tx: mpsc::UnboundedSender<Trigger>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -129,8 +137,8 @@ fn watch(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     watcher.watch(folder, RecursiveMode::NonRecursive)?;
-    if let Some(plugins) = &config.plugins {
-        watcher.watch(&plugin_dir(config, plugins), RecursiveMode::NonRecursive)?;
+    if let Some(plugins) = plugins {
+        watcher.watch(plugins, RecursiveMode::NonRecursive)?;
     }
     Ok(watcher)
 }
@@ -138,11 +146,11 @@ fn watch(
 async fn run(
     gateway: Arc<Gateway>,
     config_file: PathBuf,
+    mut watched_plugins: Option<PathBuf>,
     debounce: Duration,
     mut rx: mpsc::UnboundedReceiver<Trigger>,
     mut watcher: Option<notify::RecommendedWatcher>,
 ) {
-    let mut watched_plugins = plugin_folder_of(&config_file);
     while let Some(first) = rx.recv().await {
         let trigger = match first {
             Trigger::Signal => "SIGHUP".to_string(),
@@ -225,11 +233,4 @@ fn canonical_parent(path: &Path) -> PathBuf {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new(".")),
     )
-}
-
-/// The plugin folder the config file names now, if it can be read.
-fn plugin_folder_of(config_file: &Path) -> Option<PathBuf> {
-    let config = config::load(config_file).ok()?;
-    let plugins = config.plugins.as_ref()?;
-    Some(plugin_dir(&config, plugins))
 }

@@ -209,10 +209,6 @@ impl Router {
                 .map(|params| Matched { route, params })
         })
     }
-
-    pub fn routes(&self) -> &[Route] {
-        &self.routes
-    }
 }
 
 #[cfg(test)]

@@ -31,15 +31,6 @@ pub struct PluginInUse {
     pub routes: Vec<String>,
 }
 
-impl std::fmt::Debug for LoadedPlugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedPlugin")
-            .field("name", &self.name)
-            .field("sha256", &self.sha256)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Snapshot {
     /// Builds from a validated config, loading every plugin a route names
     /// and running its `init`. Upstreams whose config is unchanged from
@@ -104,12 +95,6 @@ impl Snapshot {
             .get(index)
             .map(|u| u.as_ref())
             .ok_or_else(|| ProxyError::Internal(format!("no upstream at index {index}")))
-    }
-
-    /// Whether this snapshot holds exactly this upstream object (not a copy).
-    pub fn shares_upstream(&self, other: &Snapshot, name: &str) -> bool {
-        let find = |s: &Snapshot| s.upstreams.iter().find(|u| u.name == name).cloned();
-        matches!((find(self), find(other)), (Some(a), Some(b)) if Arc::ptr_eq(&a, &b))
     }
 }
 

@@ -12,12 +12,8 @@ pub struct HumanDuration(pub Duration);
 impl HumanDuration {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
         let bad = || format!("`{text}` is not a duration; write it like 250ms, 5s, 1m or 2h");
-        let number: u64 = number.parse().map_err(|_| bad())?;
+        let (number, unit) = number_and_unit(text).ok_or_else(bad)?;
         let millis = match unit {
             "ms" => 1,
             "s" => 1_000,
@@ -27,6 +23,15 @@ impl HumanDuration {
         };
         Ok(Self(Duration::from_millis(number.saturating_mul(millis))))
     }
+}
+
+/// `250ms` as (250, "ms"); `None` without leading digits.
+pub(super) fn number_and_unit(text: &str) -> Option<(u64, &str)> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    Some((number.parse().ok()?, unit))
 }
 
 impl<'de> Deserialize<'de> for HumanDuration {

@@ -14,12 +14,8 @@ impl ByteSize {
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
         let bad = || format!("`{text}` is not a size; write it like 512KiB, 16MiB or 1GiB");
-        let number: u64 = number.parse().map_err(|_| bad())?;
+        let (number, unit) = super::duration::number_and_unit(text).ok_or_else(bad)?;
         let scale: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" => 1 << 10,

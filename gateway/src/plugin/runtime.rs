@@ -37,6 +37,15 @@ pub struct LoadedPlugin {
     pub response_hook: std::sync::atomic::AtomicBool,
 }
 
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The engine, the linker with the imports plugins may use, and the plugins
 /// loaded so far (by name and content hash, so an unchanged file is not
 /// compiled again).
