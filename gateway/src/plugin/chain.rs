@@ -205,7 +205,12 @@ impl Chain {
         request: Request<Body>,
         context: &HookContext,
     ) -> Result<RequestFlow, ProxyError> {
-        if self.entries.is_empty() {
+        // Nothing to call (no plugins, or none with a request hook): skip the conversions.
+        let any_hook = self
+            .entries
+            .iter()
+            .any(|e| e.plugin.request_hook.load(Ordering::Relaxed));
+        if !any_hook {
             return Ok(RequestFlow::Forward {
                 request,
                 path_set: false,
@@ -295,7 +300,10 @@ impl Chain {
         context: &HookContext,
     ) -> Result<Response<Body>, ProxyError> {
         let entries = &self.entries[..ran.min(self.entries.len())];
-        if entries.is_empty() {
+        if !entries
+            .iter()
+            .any(|e| e.plugin.response_hook.load(Ordering::Relaxed))
+        {
             return Ok(response);
         }
         let (mut parts, body) = response.into_parts();
