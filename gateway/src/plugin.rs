@@ -2,15 +2,18 @@
 //! plugin folder, and per-route chains of request and response hooks.
 //!
 //! `runtime` owns the engine and loads `.wasm` files; `instance` runs one
-//! sandboxed instance with its deadline and memory limit; `chain` runs a
-//! route's hooks in order and converts between HTTP and WIT types.
+//! sandboxed instance with its deadline and memory limit; `exchange` is the
+//! message a hook reads and edits through host calls; `chain` runs a route's
+//! hooks in order.
 
 pub mod bindings;
 pub mod chain;
+pub mod exchange;
 pub mod instance;
 pub mod runtime;
 
-pub use chain::{Chain, HookContext, RequestFlow};
+pub use chain::{Chain, RequestFlow};
+pub use exchange::HookContext;
 pub use runtime::PluginRuntime;
 
 /// Why a plugin could not be loaded or did not complete a hook.
@@ -43,7 +46,7 @@ pub enum PluginError {
     Memory(crate::config::ByteSize),
     #[error("trapped: {0}")]
     Trap(String),
-    #[error("returned an invalid {0}")]
+    #[error("sent the gateway an invalid {0}")]
     BadOutput(String),
     #[error("could not be instantiated: {0}")]
     Instantiate(String),

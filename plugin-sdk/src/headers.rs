@@ -1,7 +1,14 @@
-//! A list of header lines with case-insensitive lookups.
+//! Header lines with case-insensitive lookups, held here or in the gateway.
+
+use crate::bindings::gateway::plugin::message as host;
 
 /// Header lines in order. Names are compared case-insensitively and stored
 /// in lower case, as the gateway passes them.
+///
+/// In a hook, the request's or response's headers stay in the gateway:
+/// every read and edit is a call into it, so only the headers a plugin
+/// touches cross the boundary. Headers a plugin builds itself (for
+/// [`Response::new`](crate::Response::new), or in unit tests) live here.
 ///
 /// ```
 /// use plugin_sdk::Headers;
@@ -9,37 +16,65 @@
 /// let mut h = Headers::new();
 /// h.append("Accept", "text/html");
 /// h.append("accept", "application/json");
-/// assert_eq!(h.get_all("ACCEPT").count(), 2);
+/// assert_eq!(h.get_all("ACCEPT").len(), 2);
 /// h.insert("accept", "*/*");
-/// assert_eq!(h.get("accept"), Some("*/*"));
+/// assert_eq!(h.get("accept").as_deref(), Some("*/*"));
 /// h.rename("accept", "x-original-accept");
 /// assert!(!h.contains("accept"));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Headers {
-    lines: Vec<(String, String)>,
+    lines: Lines,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Lines {
+    Local(Vec<(String, String)>),
+    /// The message of the hook in progress, in the gateway.
+    Gateway,
+}
+
+impl Default for Headers {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Headers {
     /// No headers.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            lines: Lines::Local(Vec::new()),
+        }
+    }
+
+    pub(crate) fn gateway() -> Self {
+        Self {
+            lines: Lines::Gateway,
+        }
     }
 
     /// The first value of `name`.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.lines
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+    pub fn get(&self, name: &str) -> Option<String> {
+        match &self.lines {
+            Lines::Local(lines) => lines
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone()),
+            Lines::Gateway => host::get_header(name),
+        }
     }
 
     /// Every value of `name`, in order.
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.lines
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+    pub fn get_all(&self, name: &str) -> Vec<String> {
+        match &self.lines {
+            Lines::Local(lines) => lines
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+                .collect(),
+            Lines::Gateway => host::get_header_values(name),
+        }
     }
 
     /// Whether `name` has at least one value.
@@ -49,54 +84,68 @@ impl Headers {
 
     /// Sets `name` to `value`, replacing every earlier value.
     pub fn insert(&mut self, name: &str, value: &str) {
-        self.remove(name);
-        self.append(name, value);
+        match &mut self.lines {
+            Lines::Local(_) => {
+                self.remove(name);
+                self.append(name, value);
+            }
+            Lines::Gateway => host::set_header(name, value),
+        }
     }
 
     /// Adds a line for `name`, keeping earlier values.
     pub fn append(&mut self, name: &str, value: &str) {
-        self.lines
-            .push((name.to_ascii_lowercase(), value.to_string()));
+        match &mut self.lines {
+            Lines::Local(lines) => lines.push((name.to_ascii_lowercase(), value.to_string())),
+            Lines::Gateway => host::append_header(name, value),
+        }
     }
 
     /// Removes every line of `name`; says whether there was one.
     pub fn remove(&mut self, name: &str) -> bool {
-        let before = self.lines.len();
-        self.lines.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-        self.lines.len() != before
+        match &mut self.lines {
+            Lines::Local(lines) => {
+                let before = lines.len();
+                lines.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                lines.len() != before
+            }
+            Lines::Gateway => host::remove_header(name),
+        }
     }
 
-    /// Renames every line of `from` to `to`, keeping values and order.
+    /// Renames every line of `from` to `to`, keeping values and their order.
     pub fn rename(&mut self, from: &str, to: &str) {
-        let to = to.to_ascii_lowercase();
-        for (name, _) in &mut self.lines {
-            if name.eq_ignore_ascii_case(from) {
-                name.clone_from(&to);
+        let values = self.get_all(from);
+        if !values.is_empty() {
+            self.remove(from);
+            for value in &values {
+                self.append(to, value);
             }
         }
     }
 
     /// Every line as (name, value), in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.lines.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    pub fn lines(&self) -> Vec<(String, String)> {
+        match &self.lines {
+            Lines::Local(lines) => lines.clone(),
+            Lines::Gateway => host::get_headers()
+                .into_iter()
+                .map(|h| (h.name, h.value))
+                .collect(),
+        }
     }
 
     /// The number of lines.
     pub fn len(&self) -> usize {
-        self.lines.len()
+        match &self.lines {
+            Lines::Local(lines) => lines.len(),
+            Lines::Gateway => host::get_headers().len(),
+        }
     }
 
     /// Whether there are no lines.
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
-    pub(crate) fn from_lines(lines: Vec<(String, String)>) -> Self {
-        Self { lines }
-    }
-
-    pub(crate) fn into_lines(self) -> Vec<(String, String)> {
-        self.lines
+        self.len() == 0
     }
 }
 
@@ -109,12 +158,12 @@ mod tests {
         let mut h = Headers::new();
         h.append("X-A", "1");
         h.append("x-a", "2");
-        assert_eq!(h.get_all("x-a").collect::<Vec<_>>(), vec!["1", "2"]);
+        assert_eq!(h.get_all("x-a"), vec!["1", "2"]);
         h.insert("x-a", "3");
-        assert_eq!(h.get_all("X-A").collect::<Vec<_>>(), vec!["3"]);
+        assert_eq!(h.get_all("X-A"), vec!["3"]);
         h.append("x-a", "4");
         h.rename("x-a", "X-B");
-        assert_eq!(h.get_all("x-b").collect::<Vec<_>>(), vec!["3", "4"]);
+        assert_eq!(h.get_all("x-b"), vec!["3", "4"]);
         assert!(h.remove("x-b"));
         assert!(!h.remove("x-b"));
         assert!(h.is_empty());

@@ -29,10 +29,12 @@
 //! export_plugin!(AddHeader);
 //! ```
 //!
-//! Hooks get the request or response by value, edit it in place and return;
-//! the SDK sends back only what changed. Keep the logic in plain functions
-//! and it can be unit-tested with `cargo test` on the host: only the calls
-//! into the gateway ([`log`]) need the real host.
+//! In a hook, the request or response stays in the gateway: each read or
+//! edit through [`Request`], [`Response`] and [`Headers`] is a call into it,
+//! so a plugin pays only for what it touches. Keep the logic in plain
+//! functions over these types and it can be unit-tested with `cargo test` on
+//! the host, on values built with [`Request::new`] and [`Response::new`]:
+//! only [`log`] needs the real gateway.
 
 #![deny(missing_docs)]
 
@@ -159,18 +161,12 @@ macro_rules! export_plugin {
                 $crate::__runtime::init::<$plugin>(&config)
             }
 
-            fn on_request(
-                request: $crate::bindings::gateway::plugin::types::Request,
-                context: $crate::bindings::gateway::plugin::types::Context,
-            ) -> $crate::bindings::gateway::plugin::types::RequestAction {
-                $crate::__runtime::on_request::<$plugin>(request, context)
+            fn on_request() -> $crate::bindings::gateway::plugin::types::RequestAction {
+                $crate::__runtime::on_request::<$plugin>()
             }
 
-            fn on_response(
-                response: $crate::bindings::gateway::plugin::types::Response,
-                context: $crate::bindings::gateway::plugin::types::Context,
-            ) -> $crate::bindings::gateway::plugin::types::ResponseAction {
-                $crate::__runtime::on_response::<$plugin>(response, context)
+            fn on_response() -> $crate::bindings::gateway::plugin::types::ResponseAction {
+                $crate::__runtime::on_response::<$plugin>()
             }
         }
 
@@ -182,7 +178,7 @@ macro_rules! export_plugin {
 }
 
 /// The glue `export_plugin!` expands to: keeps the plugin value between calls
-/// and converts between WIT types and the SDK's.
+/// and turns the SDK's answers into WIT types.
 #[doc(hidden)]
 pub mod __runtime {
     use std::any::Any;
@@ -238,33 +234,20 @@ pub mod __runtime {
         })
     }
 
-    pub fn on_request<P: Plugin>(
-        request: wit::Request,
-        context: wit::Context,
-    ) -> wit::RequestAction {
-        let mut request = Request::from_wit(request, context);
+    pub fn on_request<P: Plugin>() -> wit::RequestAction {
+        let mut request = Request::gateway();
         match run_hook(|| with_plugin::<P, _>(|p| p.on_request(&mut request))) {
             (_, true) => wit::RequestAction::NotImplemented,
             (Action::Respond(response), false) => wit::RequestAction::Respond(response.into_wit()),
-            (Action::Continue, false) if request.is_modified() => {
-                wit::RequestAction::Modified(request.into_wit())
-            }
             (Action::Continue, false) => wit::RequestAction::Continue,
         }
     }
 
-    pub fn on_response<P: Plugin>(
-        response: wit::Response,
-        context: wit::Context,
-    ) -> wit::ResponseAction {
-        let mut response = Response::from_wit(response, context);
-        let ((), default) = run_hook(|| with_plugin::<P, _>(|p| p.on_response(&mut response)));
-        if default {
-            wit::ResponseAction::NotImplemented
-        } else if response.is_modified() {
-            wit::ResponseAction::Modified(response.into_wit())
-        } else {
-            wit::ResponseAction::Continue
+    pub fn on_response<P: Plugin>() -> wit::ResponseAction {
+        let mut response = Response::gateway();
+        match run_hook(|| with_plugin::<P, _>(|p| p.on_response(&mut response))) {
+            ((), true) => wit::ResponseAction::NotImplemented,
+            ((), false) => wit::ResponseAction::Continue,
         }
     }
 }

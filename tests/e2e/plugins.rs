@@ -176,6 +176,8 @@ async fn hostile_plugins_fail_their_request_and_nothing_else() {
         hostile("trap", "request", "trap"),
         hostile("spin", "request", "loop"),
         hostile("hog", "request", "grow"),
+        hostile("mangle", "request", "bad_header"),
+        hostile("confused", "request", "wrong_hook"),
         "  - { name: calm, upstream: svc, plugins: [{ name: probe, config: { tag: calm } }] }\n"
             .to_string(),
     ]
@@ -191,6 +193,18 @@ async fn hostile_plugins_fail_their_request_and_nothing_else() {
         ("/trap", 500, "plugin_failed", "trapped"),
         ("/spin", 503, "plugin_timeout", "deadline"),
         ("/hog", 500, "plugin_failed", "memory limit of 8MiB"),
+        (
+            "/mangle",
+            500,
+            "plugin_failed",
+            "sent the gateway an invalid header name `bad name`",
+        ),
+        (
+            "/confused",
+            500,
+            "plugin_failed",
+            "the response is not available in this hook",
+        ),
     ];
     for (path, status, code, says) in cases {
         for round in 0..2 {
@@ -266,22 +280,41 @@ async fn per_plugin_limits_override_the_defaults() {
 }
 
 #[tokio::test]
-async fn a_trap_in_a_response_hook_is_a_500_naming_the_plugin() {
+async fn a_failing_response_hook_is_a_500_naming_the_plugin() {
     let plugins = PluginDir::with(&["probe"]);
     let svc = Backend::start("svc").await;
-    let gw = Gateway::start(&config(
-        &plugins,
-        &svc,
-        "  - { name: late, upstream: svc, plugins: [{ name: probe, config: { fail_on: response, how: trap } }] }\n",
-    ));
-    let reply = get(&gw.url("/")).await;
-    assert_eq!(reply.status, 500);
-    assert_eq!(reply.error_code(), "plugin_failed");
-    assert_eq!(
-        svc.served(),
-        1,
-        "the upstream was called before the response hook failed"
-    );
+    let late = |name: &str, how: &str| {
+        format!(
+            "  - {{ name: {name}, upstream: svc, match: {{ path_prefix: /{name} }}, plugins: [{{ name: probe, config: {{ fail_on: response, how: {how} }} }}] }}\n"
+        )
+    };
+    let routes = [
+        late("trap", "trap"),
+        late("mangle", "bad_header"),
+        late("confused", "wrong_hook"),
+    ]
+    .concat();
+    let gw = Gateway::start(&config(&plugins, &svc, &routes));
+    let cases = [
+        ("/trap", "trapped"),
+        ("/mangle", "invalid value for header `x-ok`"),
+        ("/confused", "the request is not available in this hook"),
+    ];
+    for (served, (path, says)) in (1..).zip(cases) {
+        let reply = get(&gw.url(path)).await;
+        assert_eq!(reply.status, 500, "{path}");
+        assert_eq!(reply.error_code(), "plugin_failed", "{path}");
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(message.contains(says), "{path}: {message}");
+        assert_eq!(
+            svc.served(),
+            served,
+            "the upstream was called before the response hook failed"
+        );
+    }
 }
 
 /// Runs `gateway validate` on `yaml` and returns its output with paths shortened.
@@ -317,7 +350,7 @@ async fn bad_plugins_fail_the_config_load_with_route_and_plugin_named() {
         ),
         (
             "  - name: users\n    upstream: svc\n    plugins:\n      - name: next-major\n",
-            "FILE:11: routes[0].plugins[0].name: plugin \"next-major\": DIR/next-major.wasm was built for gateway:plugin@0.2.0; this gateway runs plugins built for gateway:plugin@0.1.0\n",
+            "FILE:11: routes[0].plugins[0].name: plugin \"next-major\": DIR/next-major.wasm was built for gateway:plugin@0.3.0; this gateway runs plugins built for gateway:plugin@0.2.0\n",
         ),
     ];
     for (routes, expected) in cases {

@@ -307,7 +307,7 @@ async fn invalid_changes_keep_the_old_behaviour_and_are_reported() {
         (
             "another WIT major",
             &next_major,
-            "was built for gateway:plugin@0.2.0",
+            "was built for gateway:plugin@0.3.0",
         ),
         (
             "refused config",

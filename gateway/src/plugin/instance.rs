@@ -9,9 +9,8 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginError;
-use super::bindings::{
-    self, Capabilities, Context, Request, RequestAction, Response, ResponseAction,
-};
+use super::bindings::{self, Capabilities, Header, RequestAction, ResponseAction};
+use super::exchange::{Exchange, WrongHook};
 use super::runtime::{EPOCH_TICK, LoadedPlugin};
 use crate::config::ByteSize;
 
@@ -23,6 +22,8 @@ pub struct HostState {
     limiter: MemoryLimit,
     plugin: Arc<str>,
     route: Arc<str>,
+    /// The message the hook in progress reads and edits.
+    exchange: Exchange,
 }
 
 impl WasiView for HostState {
@@ -38,7 +39,7 @@ impl WasiView for HostState {
 impl bindings::gateway::plugin::types::Host for HostState {}
 
 impl bindings::gateway::plugin::log::Host for HostState {
-    fn write(&mut self, level: bindings::Level, message: String) {
+    fn write(&mut self, level: bindings::Level, message: String) -> wasmtime::Result<()> {
         let (plugin, route) = (&*self.plugin, &*self.route);
         match level {
             bindings::Level::Trace => tracing::trace!(plugin, route, "{message}"),
@@ -47,6 +48,94 @@ impl bindings::gateway::plugin::log::Host for HostState {
             bindings::Level::Warn => tracing::warn!(plugin, route, "{message}"),
             bindings::Level::Error => tracing::error!(plugin, route, "{message}"),
         }
+        Ok(())
+    }
+}
+
+impl bindings::gateway::plugin::message::Host for HostState {
+    fn get_header(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.exchange.header(&name))
+    }
+    fn get_header_values(&mut self, name: String) -> wasmtime::Result<Vec<String>> {
+        Ok(self.exchange.header_all(&name))
+    }
+    fn get_headers(&mut self) -> wasmtime::Result<Vec<Header>> {
+        let lines = self.exchange.header_lines();
+        Ok(lines
+            .into_iter()
+            .map(|(name, value)| Header { name, value })
+            .collect())
+    }
+    fn set_header(&mut self, name: String, value: String) -> wasmtime::Result<()> {
+        Ok(self.exchange.set_header(&name, &value, false)?)
+    }
+    fn append_header(&mut self, name: String, value: String) -> wasmtime::Result<()> {
+        Ok(self.exchange.set_header(&name, &value, true)?)
+    }
+    fn remove_header(&mut self, name: String) -> wasmtime::Result<bool> {
+        Ok(self.exchange.remove_header(&name)?)
+    }
+    fn get_body(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.exchange.body())
+    }
+    fn set_body(&mut self, body: Vec<u8>) -> wasmtime::Result<()> {
+        self.exchange.set_body(body);
+        Ok(())
+    }
+}
+
+impl bindings::gateway::plugin::request::Host for HostState {
+    fn method(&mut self) -> wasmtime::Result<String> {
+        Ok(self.exchange.method()?)
+    }
+    fn set_method(&mut self, method: String) -> wasmtime::Result<()> {
+        Ok(self.exchange.set_method(&method)?)
+    }
+    fn path(&mut self) -> wasmtime::Result<String> {
+        Ok(self.exchange.path()?)
+    }
+    fn set_path(&mut self, path: String) -> wasmtime::Result<()> {
+        Ok(self.exchange.set_path(&path)?)
+    }
+    fn query(&mut self) -> wasmtime::Result<String> {
+        Ok(self.exchange.query()?)
+    }
+    fn set_query(&mut self, query: String) -> wasmtime::Result<()> {
+        Ok(self.exchange.set_query(&query)?)
+    }
+}
+
+impl bindings::gateway::plugin::response::Host for HostState {
+    fn status(&mut self) -> wasmtime::Result<u16> {
+        Ok(self.exchange.status()?)
+    }
+    fn set_status(&mut self, status: u16) -> wasmtime::Result<()> {
+        Ok(self.exchange.set_status(status)?)
+    }
+}
+
+/// Outside a request (in `init`) the context is the route alone.
+impl bindings::gateway::plugin::context::Host for HostState {
+    fn route(&mut self) -> wasmtime::Result<String> {
+        Ok(self.route.to_string())
+    }
+    fn request_id(&mut self) -> wasmtime::Result<String> {
+        Ok(self.context()?.request_id())
+    }
+    fn client_address(&mut self) -> wasmtime::Result<String> {
+        Ok(self.context()?.client_address())
+    }
+    fn params(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.context()?.params().clone())
+    }
+}
+
+impl HostState {
+    fn context(&self) -> Result<&super::exchange::HookContext, WrongHook> {
+        self.exchange
+            .context
+            .as_ref()
+            .ok_or(WrongHook("the request context"))
     }
 }
 
@@ -141,6 +230,7 @@ impl Instance {
             },
             plugin: loaded.name.clone(),
             route: route.clone(),
+            exchange: Exchange::default(),
         };
         let mut store = Store::new(loaded.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
@@ -176,31 +266,36 @@ impl Instance {
             .map_err(PluginError::Refused)
     }
 
+    /// Runs the request hook over `exchange`, which the plugin reads and
+    /// edits through its imports while the call lasts.
     pub async fn on_request(
         &mut self,
-        request: &Request,
-        context: &Context,
+        exchange: &mut Exchange,
     ) -> Result<RequestAction, PluginError> {
         self.store.set_epoch_deadline(ticks(self.limits.deadline));
+        std::mem::swap(&mut self.store.data_mut().exchange, exchange);
         let result = self
             .plugin
             .gateway_plugin_hooks()
-            .call_on_request(&mut self.store, request, context)
+            .call_on_request(&mut self.store)
             .await;
+        std::mem::swap(&mut self.store.data_mut().exchange, exchange);
         self.outcome(result, self.limits.deadline)
     }
 
+    /// Runs the response hook over `exchange`, as `on_request` does.
     pub async fn on_response(
         &mut self,
-        response: &Response,
-        context: &Context,
+        exchange: &mut Exchange,
     ) -> Result<ResponseAction, PluginError> {
         self.store.set_epoch_deadline(ticks(self.limits.deadline));
+        std::mem::swap(&mut self.store.data_mut().exchange, exchange);
         let result = self
             .plugin
             .gateway_plugin_hooks()
-            .call_on_response(&mut self.store, response, context)
+            .call_on_response(&mut self.store)
             .await;
+        std::mem::swap(&mut self.store.data_mut().exchange, exchange);
         self.outcome(result, self.limits.deadline)
     }
 
@@ -243,8 +338,12 @@ fn classify(
     }
 }
 
-/// The trap and, when the plugin panicked, the first line of its message.
+/// The trap and, when the plugin panicked, the first line of its message;
+/// for a host call the hook may not make, which call it was.
 fn trap_message(error: &wasmtime::Error) -> String {
+    if let Some(wrong) = error.chain().find_map(|e| e.downcast_ref::<WrongHook>()) {
+        return wrong.to_string();
+    }
     let text = format!("{error:#}");
     text.lines().next().unwrap_or("unknown trap").to_string()
 }

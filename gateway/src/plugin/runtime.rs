@@ -17,7 +17,7 @@ use super::bindings::PluginPre;
 use super::instance::{self, HostState};
 
 /// The WIT package version this gateway implements (see `wit/plugin.wit`).
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// How often the engine's epoch advances; deadlines are counted in these.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);

@@ -150,7 +150,7 @@ pub fn transform_request(rules: &RequestRules, request: &mut Request) -> Result<
         request.set_query_param(name, value);
     }
     if let Some(template) = &rules.path {
-        let path = fill_params(template, request.params())?;
+        let path = fill_params(template, &request.params())?;
         request.set_path(&path);
     }
     Ok(())
@@ -208,11 +208,8 @@ mod tests {
         r.headers_mut().append("x-set", "old");
         transform_request(&c.request, &mut r).expect("no path rule");
         assert!(!r.headers().contains("x-drop"));
-        assert_eq!(
-            r.headers().get_all("x-new").collect::<Vec<_>>(),
-            vec!["v", "added"]
-        );
-        assert_eq!(r.headers().get_all("x-set").collect::<Vec<_>>(), vec!["1"]);
+        assert_eq!(r.headers().get_all("x-new"), vec!["v", "added"]);
+        assert_eq!(r.headers().get_all("x-set"), vec!["1"]);
     }
 
     #[test]
@@ -245,7 +242,7 @@ mod tests {
         let mut r = Response::new(200).with_header("server", "x");
         transform_response(&c.response, &mut r);
         assert_eq!(r.status(), 299);
-        assert_eq!(r.headers().get("x-served-by"), Some("gateway"));
+        assert_eq!(r.headers().get("x-served-by").as_deref(), Some("gateway"));
         assert!(!r.headers().contains("server"));
     }
 

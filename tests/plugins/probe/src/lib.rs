@@ -4,8 +4,11 @@
 //!   `x-chain-response` on the response, so tests can see hook order;
 //! - `respond: STATUS` answers the request itself;
 //! - `refuse: MESSAGE` refuses its config;
-//! - `fail_on: request | response` with `how: trap | loop | grow` misbehaves
-//!   in that hook: panics (a trap), spins forever, or allocates without bound;
+//! - `fail_on: request | response` with `how: trap | loop | grow | bad_header
+//!   | wrong_hook` misbehaves in that hook: panics (a trap), spins forever,
+//!   allocates without bound, sets a header the name of which is not valid
+//!   HTTP, or calls an import the other hook owns (the response's status from
+//!   the request hook, the request's path from the response hook);
 //! - `fail_when_header: NAME` misbehaves only for requests carrying NAME;
 //! - `bodies: true` asks for bodies and reports their sizes in headers;
 //! - `log: MESSAGE` writes MESSAGE to the gateway's log on every request;
@@ -63,7 +66,13 @@ impl Plugin for Probe {
             log::info(message);
         }
         if self.cfg.fail_on.as_deref() == Some("request") && triggered {
-            misbehave(self.cfg.how.as_deref());
+            match self.cfg.how.as_deref() {
+                Some("bad_header") => request.headers_mut().insert("bad name", "x"),
+                Some("wrong_hook") => {
+                    plugin_sdk::bindings::gateway::plugin::response::status();
+                }
+                how => misbehave(how),
+            }
         }
         if let Some(tag) = &self.cfg.tag {
             let chain = match request.headers().get("x-chain") {
@@ -76,7 +85,7 @@ impl Plugin for Probe {
             report_sandbox(request);
         }
         if self.cfg.bodies {
-            let size = request.body().map_or(0, <[u8]>::len);
+            let size = request.body().map_or(0, |b| b.len());
             request
                 .headers_mut()
                 .insert("x-request-body-bytes", &size.to_string());
@@ -92,7 +101,13 @@ impl Plugin for Probe {
 
     fn on_response(&self, response: &mut Response) {
         if self.cfg.fail_on.as_deref() == Some("response") {
-            misbehave(self.cfg.how.as_deref());
+            match self.cfg.how.as_deref() {
+                Some("bad_header") => response.headers_mut().insert("x-ok", "bad\nvalue"),
+                Some("wrong_hook") => {
+                    plugin_sdk::bindings::gateway::plugin::request::path();
+                }
+                how => misbehave(how),
+            }
         }
         if let Some(tag) = &self.cfg.tag {
             let chain = match response.headers().get("x-chain-response") {
@@ -102,7 +117,7 @@ impl Plugin for Probe {
             response.headers_mut().insert("x-chain-response", &chain);
         }
         if self.cfg.bodies {
-            let size = response.body().map_or(0, <[u8]>::len);
+            let size = response.body().map_or(0, |b| b.len());
             response
                 .headers_mut()
                 .insert("x-response-body-bytes", &size.to_string());
