@@ -61,6 +61,19 @@ async fn a_client_that_never_finishes_its_head_is_cut_off() {
         started.elapsed()
     );
     assert_eq!(get(&gw.url("/")).await.status, 200);
+    // The same on a kept-alive connection, after a complete request.
+    let started = Instant::now();
+    let out = raw(
+        gw.addr,
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nx-slow: ",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

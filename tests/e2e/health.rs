@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use crate::support::{Backend, Gateway, get, send, upstream};
+use crate::support::{Backend, Gateway, get, raw, send, upstream};
 
 fn one_route(pool: &str) -> String {
     format!("upstreams:\n{pool}routes:\n  - {{ name: all, upstream: pool }}\n")
@@ -198,6 +198,31 @@ async fn no_healthy_target_is_a_503_and_other_routes_keep_working() {
     assert_eq!(reply.status, 503);
     assert_eq!(reply.error_code(), "no_healthy_upstream");
     assert_eq!(get(&gw.url("/other")).await.backend(), "fine");
+}
+
+/// Timers are reused across the requests of a keep-alive connection and
+/// re-armed lazily; a short timeout after a long one must still fire on time.
+#[tokio::test]
+async fn timeouts_hold_for_every_request_on_a_kept_alive_connection() {
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&format!(
+        "upstreams:\n{}routes:\n  - {{ name: patient, upstream: svc, match: {{ path_prefix: /fast }}, timeout: 30s }}\n  - {{ name: strict, upstream: svc, timeout: 200ms }}\n",
+        upstream("svc", &[&svc], "")
+    ));
+    let started = std::time::Instant::now();
+    // Two requests on one connection: the first arms the timer for 30 s.
+    let replies = raw(
+        gw.addr,
+        "GET /fast HTTP/1.1\r\nHost: a\r\n\r\nGET /slow?ms=3000 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(replies.starts_with("HTTP/1.1 200"), "{replies}");
+    assert!(replies.contains("HTTP/1.1 504"), "{replies}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "the second request's 200ms applied: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
