@@ -40,27 +40,35 @@ def parse(path):
 
 def main():
     work, out, smoke, connections, duration = sys.argv[1:6]
-    results = {name: parse(os.path.join(work, name + ".wrk")) for name, _ in ROWS}
-    nginx, direct = results["nginx"]["rps"], results["direct"]["rps"]
+    # BENCH_ROWS runs a subset: report the rows that ran, ratios where possible.
+    rows = [(name, label) for name, label in ROWS if os.path.exists(os.path.join(work, name + ".wrk"))]
+    results = {name: parse(os.path.join(work, name + ".wrk")) for name, _ in rows}
+    nginx = results.get("nginx", {}).get("rps")
+    direct = results.get("direct", {}).get("rps")
+    ratio = lambda r, base: f"{r / base:.2f}" if base else "–"
     lines = [
         "| row | requests/s | p50 ms | p99 ms | vs nginx | vs direct |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, label in ROWS:
+    for name, label in rows:
         r = results[name]
-        r["vs_nginx"], r["vs_direct"] = r["rps"] / nginx, r["rps"] / direct
+        r["vs_nginx"] = r["rps"] / nginx if nginx else None
+        r["vs_direct"] = r["rps"] / direct if direct else None
         flag = "" if r["non_2xx"] == 0 and not r["socket_errors"] else " (errors!)"
         lines.append(f"| {label}{flag} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-                     f"{r['vs_nginx']:.2f} | {r['vs_direct']:.2f} |")
+                     f"{ratio(r['rps'], nginx)} | {ratio(r['rps'], direct)} |")
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}"
     setup = (f"wrk -t1 -c{connections} -d{duration}; proxies on CPU 0 (one worker each), "
              f"upstream and wrk on CPU 1; 1 KiB response body")
     table = "\n".join(lines)
     kind = "smoke run (debug build, not figures)" if smoke == "true" else "full run"
+    base = "latest"
+    if len(rows) < len(ROWS):
+        kind, base = "partial run (BENCH_ROWS)", "partial"
     markdown = f"{table}\n\n{kind}. {setup}. Machine: {machine}.\n"
-    open(os.path.join(out, "latest.md"), "w").write(markdown)
+    open(os.path.join(out, base + ".md"), "w").write(markdown)
     json.dump({"kind": kind, "setup": setup, "machine": machine, "rows": results},
-              open(os.path.join(out, "latest.json"), "w"), indent=2)
+              open(os.path.join(out, base + ".json"), "w"), indent=2)
     print(markdown)
 
 
