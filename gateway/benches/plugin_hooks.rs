@@ -3,6 +3,10 @@
 //! with 10 and 50 request headers on the request (which stays in the
 //! gateway: the plugin reads and edits it through host calls).
 //!
+//! A second group runs a whole route chain over one request and its
+//! response, as the proxy does: what plugins add to a request beyond the
+//! hook calls (checking instances out and in, the exchange, the context).
+//!
 //! `cargo bench -p gateway --bench plugin_hooks`. The pooled/fresh figures
 //! behind the choice in `gateway/src/plugin/chain.rs` come from here.
 
@@ -10,12 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use gateway::body;
 use gateway::config::ByteSize;
-use gateway::plugin::HookContext;
 use gateway::plugin::PluginRuntime;
+use gateway::plugin::chain::ChainEntry;
 use gateway::plugin::exchange::{Exchange, Message};
 use gateway::plugin::instance::{Instance, Limits};
 use gateway::plugin::runtime::LoadedPlugin;
+use gateway::plugin::{Chain, HookContext, RequestFlow};
 use http::HeaderValue;
 
 const LIMITS: Limits = Limits {
@@ -101,6 +107,71 @@ fn bench(c: &mut Criterion) {
         }
     }
     group.finish();
+
+    let mut group = c.benchmark_group("chain");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let noop = runtime
+        .load("noop", &built.join("noop.wasm"))
+        .expect("noop");
+    let transform = &plugins[1].1;
+    let chains = [
+        ("two-no-hook-plugins", vec![(&noop, "{}"), (&noop, "{}")]),
+        ("transform", vec![(transform, TRANSFORM_CONFIG)]),
+        (
+            "transform+two-no-hook-plugins",
+            vec![(transform, TRANSFORM_CONFIG), (&noop, "{}"), (&noop, "{}")],
+        ),
+    ];
+    for (name, plugins) in chains {
+        let chain = rt.block_on(async {
+            let mut entries = Vec::new();
+            for (plugin, config) in plugins {
+                entries.push(
+                    ChainEntry::new(plugin.clone(), "users", config.to_string(), LIMITS)
+                        .await
+                        .expect("chain entry"),
+                );
+            }
+            Chain::new(entries, 1 << 20)
+        });
+        let context = HookContext::new(
+            "users",
+            &HeaderValue::from_static("4f0e4d0a-33a5-4b55-9a8c-52f3b8f1e4a1"),
+            &HeaderValue::from_static("127.0.0.1"),
+            &Vec::new(),
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| rt.block_on(request_and_response(&chain, &context)));
+        });
+    }
+    group.finish();
+}
+
+/// One request through the chain's request hooks and its response back
+/// through the response hooks, with the headers wrk and nginx send.
+async fn request_and_response(chain: &Chain, context: &HookContext) {
+    let request = http::Request::get("/")
+        .header("host", "127.0.0.1:8080")
+        .header("x-request-id", "4f0e4d0a-33a5-4b55-9a8c-52f3b8f1e4a1")
+        .body(body::empty())
+        .expect("request");
+    match chain.on_request(request, context).await {
+        Ok(RequestFlow::Forward { .. }) => {}
+        _ => panic!("the chain should forward"),
+    }
+    let response = http::Response::builder()
+        .header("server", "nginx")
+        .header("date", "Sun, 22 Nov 2026 09:00:00 GMT")
+        .header("content-type", "application/json")
+        .header("content-length", "1011")
+        .body(body::empty())
+        .expect("response");
+    chain
+        .on_response(response, chain.len(), context)
+        .await
+        .expect("response hooks");
 }
 
 criterion_group!(benches, bench);
