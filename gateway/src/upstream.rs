@@ -3,16 +3,13 @@
 
 pub mod headers;
 mod health_check;
+mod pool;
 
-use std::error::Error as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::balance::health::Ejection;
 use crate::balance::{Pool, RequestInfo};
@@ -21,14 +18,13 @@ use crate::config::{HealthCheckConfig, UpstreamConfig};
 use crate::error::ProxyError;
 
 pub use health_check::spawn_health_checks;
-
-pub type HttpClient = Client<HttpConnector, Body>;
+use pool::{ConnectionPool, SendError};
 
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
     pub pool: Pool,
-    client: HttpClient,
+    connections: std::sync::Arc<ConnectionPool>,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
     pub preserve_host: bool,
@@ -52,27 +48,26 @@ pub enum AttemptError {
 
 impl Upstream {
     pub fn new(name: &str, config: &UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.timeouts.connect.0));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.keepalive.idle_timeout.0)
-            .pool_max_idle_per_host(config.keepalive.max_idle_per_target)
-            .build(connector);
         let ejection = Ejection {
             max_fails: config.passive_health.max_fails,
             cooldown: config.passive_health.cooldown.0,
         };
+        let pool = Pool::new(
+            &config.targets,
+            config.balance,
+            config.hash_on.clone(),
+            ejection,
+        );
+        let authorities: Vec<_> = pool.targets().iter().map(|t| t.authority.clone()).collect();
         Self {
             name: name.to_string(),
-            pool: Pool::new(
-                &config.targets,
-                config.balance,
-                config.hash_on.clone(),
-                ejection,
-            ),
-            client,
+            connections: std::sync::Arc::new(ConnectionPool::new(
+                &authorities,
+                config.timeouts.connect.0,
+                config.keepalive.idle_timeout.0,
+                config.keepalive.max_idle_per_target,
+            )),
+            pool,
             request_timeout: config.timeouts.request.0,
             connect_timeout: config.timeouts.connect.0,
             preserve_host: config.preserve_host,
@@ -90,29 +85,24 @@ impl Upstream {
     }
 
     /// Sends one attempt to `target` and waits for the response head.
-    /// `request` must carry an origin-form path; the target's authority is added here.
+    /// `request` must carry an origin-form path; the Host header defaults
+    /// to the target's authority.
     pub async fn send(
         &self,
         target: usize,
-        mut request: Request<Body>,
+        request: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, AttemptError> {
-        let authority = self.pool.targets()[target].authority.clone();
-        let mut parts = request.uri().clone().into_parts();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(authority);
-        *request.uri_mut() = http::Uri::from_parts(parts)
-            .map_err(|e| AttemptError::Broken(format!("cannot build the upstream URI: {e}")))?;
         let _in_flight = self.pool.start_request(target);
-        let result = match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Err(_) => Err(AttemptError::Timeout(timeout)),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) if e.is_connect() => Err(AttemptError::Connect {
-                timed_out: is_timeout(&e),
-                reason: describe(&e),
-            }),
-            Ok(Err(e)) => Err(AttemptError::Broken(describe(&e))),
-        };
+        let result =
+            match tokio::time::timeout(timeout, self.connections.send(target, request)).await {
+                Err(_) => Err(AttemptError::Timeout(timeout)),
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(SendError::Connect { reason, timed_out })) => {
+                    Err(AttemptError::Connect { reason, timed_out })
+                }
+                Ok(Err(SendError::Broken(reason))) => Err(AttemptError::Broken(reason)),
+            };
         match &result {
             Ok(_) => self.pool.record_success(target),
             Err(_) => self.pool.record_failure(target),
@@ -120,14 +110,25 @@ impl Upstream {
         result
     }
 
+    /// One request outside the proxy path (health checks): no passive
+    /// health accounting, no retry.
+    pub async fn probe(
+        &self,
+        target: usize,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, String> {
+        self.connections
+            .send(target, request)
+            .await
+            .map_err(|e| match e {
+                SendError::Connect { reason, .. } | SendError::Broken(reason) => reason,
+            })
+    }
+
     /// True the first time only: health checks start once per upstream,
     /// however many snapshots share it.
     pub fn claim_health_checks(&self) -> bool {
         !self.health_checks_started.swap(true, Ordering::Relaxed)
-    }
-
-    pub fn client(&self) -> &HttpClient {
-        &self.client
     }
 
     /// The error a client sees for a failed attempt.
@@ -156,26 +157,4 @@ impl Upstream {
             }
         }
     }
-}
-
-/// The innermost cause, which is the one that says what happened ("Connection refused").
-fn describe(error: &hyper_util::client::legacy::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
-fn is_timeout(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
 }

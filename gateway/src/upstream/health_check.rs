@@ -56,17 +56,22 @@ async fn probe(
     path: &str,
     timeout: std::time::Duration,
 ) -> bool {
-    let authority = &upstream.pool.targets()[target].authority;
-    let Ok(request) = Request::get(format!("http://{authority}{path}"))
-        .header(http::header::HOST, authority.as_str())
+    let Ok(request) = Request::get(path)
         .header(http::header::USER_AGENT, "gateway-health-check")
         .body(crate::body::empty())
     else {
         return false;
     };
-    match tokio::time::timeout(timeout, upstream.client().request(request)).await {
-        Ok(Ok(response)) => {
-            let status = response.status();
+    let answer = async {
+        let response = upstream.probe(target, request).await.ok()?;
+        let status = response.status();
+        // Read the (small) body so the connection can serve the next check.
+        let body = http_body_util::Either::Left(response.into_body());
+        crate::body::buffer(body, 64 * 1024).await.ok()?;
+        Some(status)
+    };
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(Some(status)) => {
             status.is_success() || status.is_redirection() || status == StatusCode::NOT_MODIFIED
         }
         _ => false,
