@@ -18,7 +18,7 @@ use crate::config::{HealthCheckConfig, UpstreamConfig};
 use crate::error::ProxyError;
 
 pub use health_check::spawn_health_checks;
-use pool::{ConnectionPool, SendError};
+use pool::ConnectionPool;
 
 #[derive(Debug)]
 pub struct Upstream {
@@ -94,15 +94,11 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Response<Incoming>, AttemptError> {
         let _in_flight = self.pool.start_request(target);
-        let result =
-            match tokio::time::timeout(timeout, self.connections.send(target, request)).await {
-                Err(_) => Err(AttemptError::Timeout(timeout)),
-                Ok(Ok(response)) => Ok(response),
-                Ok(Err(SendError::Connect { reason, timed_out })) => {
-                    Err(AttemptError::Connect { reason, timed_out })
-                }
-                Ok(Err(SendError::Broken(reason))) => Err(AttemptError::Broken(reason)),
-            };
+        let sending = self.connections.send(target, request);
+        let result = match tokio::time::timeout(timeout, sending).await {
+            Err(_) => Err(AttemptError::Timeout(timeout)),
+            Ok(result) => result,
+        };
         match &result {
             Ok(_) => self.pool.record_success(target),
             Err(_) => self.pool.record_failure(target),
@@ -121,7 +117,8 @@ impl Upstream {
             .send(target, request)
             .await
             .map_err(|e| match e {
-                SendError::Connect { reason, .. } | SendError::Broken(reason) => reason,
+                AttemptError::Connect { reason, .. } | AttemptError::Broken(reason) => reason,
+                AttemptError::Timeout(after) => format!("no answer within {after:?}"),
             })
     }
 

@@ -21,16 +21,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::AttemptError;
 use crate::body::Body;
-
-/// How sending failed, which decides the status and whether to retry.
-#[derive(Debug)]
-pub enum SendError {
-    /// Nothing reached the target (refused, unreachable, connect timeout).
-    Connect { reason: String, timed_out: bool },
-    /// The connection failed after the request was (maybe) sent: reset, closed.
-    Broken(String),
-}
 
 /// Connections to each target of one upstream, in the pool's target order.
 #[derive(Debug)]
@@ -93,7 +85,7 @@ impl ConnectionPool {
         self: &Arc<Self>,
         target: usize,
         mut request: Request<Body>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Incoming>, AttemptError> {
         let connections = &self.targets[target];
         if !request.headers().contains_key(HOST) {
             request.headers_mut().insert(HOST, connections.host.clone());
@@ -110,7 +102,7 @@ impl ConnectionPool {
                 }
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if reused => request = unsent,
-                    _ => return Err(SendError::Broken(innermost(&error.into_error()))),
+                    _ => return Err(AttemptError::Broken(innermost(&error.into_error()))),
                 },
             }
         }
@@ -177,12 +169,12 @@ impl ConnectionPool {
     async fn connect(
         self: &Arc<Self>,
         connections: &TargetConnections,
-    ) -> Result<SendRequest<Body>, SendError> {
+    ) -> Result<SendRequest<Body>, AttemptError> {
         self.start_reaper();
         let connecting = TcpStream::connect(&connections.address);
         let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
             Err(_) => {
-                return Err(SendError::Connect {
+                return Err(AttemptError::Connect {
                     reason: format!(
                         "no connection within {}ms",
                         self.connect_timeout.as_millis()
@@ -191,7 +183,7 @@ impl ConnectionPool {
                 });
             }
             Ok(Err(error)) => {
-                return Err(SendError::Connect {
+                return Err(AttemptError::Connect {
                     timed_out: error.kind() == std::io::ErrorKind::TimedOut,
                     reason: error.to_string(),
                 });
@@ -201,7 +193,7 @@ impl ConnectionPool {
         let _ = stream.set_nodelay(true);
         let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| SendError::Broken(innermost(&e)))?;
+            .map_err(|e| AttemptError::Broken(innermost(&e)))?;
         tokio::spawn(async move {
             // Upgrades: a WebSocket response hands the socket to the tunnel.
             if let Err(error) = connection.with_upgrades().await {
@@ -211,7 +203,7 @@ impl ConnectionPool {
         sender
             .ready()
             .await
-            .map_err(|e| SendError::Broken(innermost(&e)))?;
+            .map_err(|e| AttemptError::Broken(innermost(&e)))?;
         Ok(sender)
     }
 }
@@ -315,7 +307,7 @@ mod tests {
             .body(crate::body::empty())
             .expect("request");
         match pool.send(0, request).await {
-            Err(SendError::Connect { reason, timed_out }) => {
+            Err(AttemptError::Connect { reason, timed_out }) => {
                 assert!(reason.contains("refused"), "{reason}");
                 assert!(!timed_out);
             }
