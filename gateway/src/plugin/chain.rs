@@ -93,16 +93,23 @@ impl ChainEntry {
         }
     }
 
-    /// Runs one hook on a checked-out instance; only a successful instance
-    /// goes back to the pool.
+    /// Runs one hook over `exchange` on a checked-out instance; only a
+    /// successful instance goes back to the pool. An edit the plugin made
+    /// that is not valid HTTP fails the request here.
     async fn run<R>(
         &self,
-        hook: impl AsyncFnOnce(&mut Instance) -> Result<R, PluginError>,
+        exchange: &mut Exchange,
+        hook: impl AsyncFnOnce(&mut Instance, &mut Exchange) -> Result<R, PluginError>,
     ) -> Result<R, ProxyError> {
         let mut instance = self.checkout().await?;
-        let result = hook(&mut instance).await.map_err(|e| self.error(e))?;
+        let result = hook(&mut instance, exchange)
+            .await
+            .map_err(|e| self.error(e))?;
         self.checkin(instance);
-        Ok(result)
+        match exchange.invalid.take() {
+            Some(what) => Err(self.error(PluginError::BadOutput(what))),
+            None => Ok(result),
+        }
     }
 
     async fn new_instance(&self) -> Result<Instance, PluginError> {
@@ -228,12 +235,7 @@ impl Chain {
                 continue;
             }
             exchange.body_visible = entry.capabilities.request_body;
-            let action = entry
-                .run(async |i| i.on_request(&mut exchange).await)
-                .await?;
-            if let Some(what) = exchange.invalid.take() {
-                return Err(entry.error(PluginError::BadOutput(what)));
-            }
+            let action = entry.run(&mut exchange, Instance::on_request).await?;
             match action {
                 bindings::RequestAction::Continue => {}
                 bindings::RequestAction::NotImplemented => {
@@ -295,12 +297,7 @@ impl Chain {
                 continue;
             }
             exchange.body_visible = entry.capabilities.response_body;
-            let action = entry
-                .run(async |i| i.on_response(&mut exchange).await)
-                .await?;
-            if let Some(what) = exchange.invalid.take() {
-                return Err(entry.error(PluginError::BadOutput(what)));
-            }
+            let action = entry.run(&mut exchange, Instance::on_response).await?;
             if let bindings::ResponseAction::NotImplemented = action {
                 entry.plugin.response_hook.store(false, Ordering::Relaxed);
             }

@@ -272,15 +272,10 @@ impl Instance {
         &mut self,
         exchange: &mut Exchange,
     ) -> Result<RequestAction, PluginError> {
-        self.store.set_epoch_deadline(ticks(self.limits.deadline));
-        std::mem::swap(&mut self.store.data_mut().exchange, exchange);
-        let result = self
-            .plugin
-            .gateway_plugin_hooks()
-            .call_on_request(&mut self.store)
-            .await;
-        std::mem::swap(&mut self.store.data_mut().exchange, exchange);
-        self.outcome(result, self.limits.deadline)
+        self.hook(exchange, async |plugin, store| {
+            plugin.gateway_plugin_hooks().call_on_request(store).await
+        })
+        .await
     }
 
     /// Runs the response hook over `exchange`, as `on_request` does.
@@ -288,13 +283,21 @@ impl Instance {
         &mut self,
         exchange: &mut Exchange,
     ) -> Result<ResponseAction, PluginError> {
+        self.hook(exchange, async |plugin, store| {
+            plugin.gateway_plugin_hooks().call_on_response(store).await
+        })
+        .await
+    }
+
+    /// Lends `exchange` to the store for one hook call under the deadline.
+    async fn hook<R>(
+        &mut self,
+        exchange: &mut Exchange,
+        call: impl AsyncFnOnce(&bindings::Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
         self.store.set_epoch_deadline(ticks(self.limits.deadline));
         std::mem::swap(&mut self.store.data_mut().exchange, exchange);
-        let result = self
-            .plugin
-            .gateway_plugin_hooks()
-            .call_on_response(&mut self.store)
-            .await;
+        let result = call(&self.plugin, &mut self.store).await;
         std::mem::swap(&mut self.store.data_mut().exchange, exchange);
         self.outcome(result, self.limits.deadline)
     }
