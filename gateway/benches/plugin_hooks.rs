@@ -41,7 +41,6 @@ fn exchange(headers: usize) -> Exchange {
     }
     let (parts, ()) = request.body(()).expect("request").into_parts();
     let context = HookContext::new(
-        "users",
         &HeaderValue::from_static("4f0e4d0a-33a5-4b55-9a8c-52f3b8f1e4a1"),
         &HeaderValue::from_static("127.0.0.1"),
         &vec![("id".into(), "42".into())],
@@ -137,7 +136,6 @@ fn bench(c: &mut Criterion) {
             Chain::new(entries, 1 << 20)
         });
         let context = HookContext::new(
-            "users",
             &HeaderValue::from_static("4f0e4d0a-33a5-4b55-9a8c-52f3b8f1e4a1"),
             &HeaderValue::from_static("127.0.0.1"),
             &Vec::new(),

@@ -89,7 +89,7 @@ async fn proxy(
     let timeout = route.timeout.unwrap_or(upstream.request_timeout);
     let plugins = &route.plugins;
     let context = (!plugins.is_empty())
-        .then(|| HookContext::new(&route.name, request_id, &client.ip_text, &matched.params));
+        .then(|| HookContext::new(request_id, &client.ip_text, &matched.params));
 
     let client_upgrade =
         headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));

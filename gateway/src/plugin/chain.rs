@@ -286,7 +286,8 @@ impl Chain {
             let body = streaming.take().unwrap_or_else(body::empty);
             held = Some(body::buffer(body, self.max_body).await.map_err(|e| {
                 ProxyError::ResponseTooLarge {
-                    route: context.route().to_string(),
+                    // Non-empty: a plugin with a response hook is among them.
+                    route: entries[0].route.to_string(),
                     reason: e.to_string(),
                 }
             })?);

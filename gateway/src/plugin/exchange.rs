@@ -11,34 +11,24 @@ use http::{Method, StatusCode, request, response};
 use crate::routing::Params;
 
 /// The facts hooks may read, shared by every hook call of one request.
+/// (The route's name is the instance's own: each chain entry belongs to one route.)
 #[derive(Debug, Clone)]
 pub struct HookContext(Arc<ContextData>);
 
 #[derive(Debug)]
 struct ContextData {
-    route: String,
     request_id: HeaderValue,
     client_ip: HeaderValue,
     params: Params,
 }
 
 impl HookContext {
-    pub fn new(
-        route: &str,
-        request_id: &HeaderValue,
-        client_ip: &HeaderValue,
-        params: &Params,
-    ) -> Self {
+    pub fn new(request_id: &HeaderValue, client_ip: &HeaderValue, params: &Params) -> Self {
         Self(Arc::new(ContextData {
-            route: route.to_string(),
             request_id: request_id.clone(),
             client_ip: client_ip.clone(),
             params: params.clone(),
         }))
-    }
-
-    pub fn route(&self) -> &str {
-        &self.0.route
     }
 
     pub fn request_id(&self) -> String {
@@ -241,6 +231,13 @@ impl Exchange {
         Ok(())
     }
 
+    fn response(&self) -> Result<&response::Parts, WrongHook> {
+        match &self.message {
+            Message::Response(parts) => Ok(parts),
+            _ => Err(WrongHook("the response")),
+        }
+    }
+
     fn response_mut(&mut self) -> Result<&mut response::Parts, WrongHook> {
         match &mut self.message {
             Message::Response(parts) => Ok(parts),
@@ -248,8 +245,8 @@ impl Exchange {
         }
     }
 
-    pub fn status(&mut self) -> Result<u16, WrongHook> {
-        Ok(self.response_mut()?.status.as_u16())
+    pub fn status(&self) -> Result<u16, WrongHook> {
+        Ok(self.response()?.status.as_u16())
     }
 
     pub fn set_status(&mut self, status: u16) -> Result<(), WrongHook> {
@@ -288,7 +285,6 @@ mod tests {
             .map(http::Request::into_parts)
             .unwrap_or_else(|e| panic!("{e}"));
         let context = HookContext::new(
-            "r",
             &HeaderValue::from_static("id"),
             &HeaderValue::from_static("127.0.0.1"),
             &Vec::new(),
