@@ -75,11 +75,7 @@ impl Plugin for Probe {
             }
         }
         if let Some(tag) = &self.cfg.tag {
-            let chain = match request.headers().get("x-chain") {
-                Some(before) => format!("{before},{tag}"),
-                None => tag.clone(),
-            };
-            request.headers_mut().insert("x-chain", &chain);
+            append_tag(request.headers_mut(), "x-chain", tag);
         }
         if self.cfg.report_sandbox {
             report_sandbox(request);
@@ -110,11 +106,7 @@ impl Plugin for Probe {
             }
         }
         if let Some(tag) = &self.cfg.tag {
-            let chain = match response.headers().get("x-chain-response") {
-                Some(before) => format!("{before},{tag}"),
-                None => tag.clone(),
-            };
-            response.headers_mut().insert("x-chain-response", &chain);
+            append_tag(response.headers_mut(), "x-chain-response", tag);
         }
         if self.cfg.bodies {
             let size = response.body().map_or(0, |b| b.len());
@@ -123,6 +115,15 @@ impl Plugin for Probe {
                 .insert("x-response-body-bytes", &size.to_string());
         }
     }
+}
+
+/// Adds `tag` to the comma-separated list in header `name`.
+fn append_tag(headers: &mut Headers, name: &str, tag: &str) {
+    let chain = match headers.get(name) {
+        Some(before) => format!("{before},{tag}"),
+        None => tag.to_string(),
+    };
+    headers.insert(name, &chain);
 }
 
 /// What the WASI sandbox lets a plugin see, as request headers.
