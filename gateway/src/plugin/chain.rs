@@ -330,9 +330,9 @@ fn http_response(answer: bindings::Response) -> Result<Response<Body>, PluginErr
     let status = StatusCode::from_u16(answer.status)
         .map_err(|_| PluginError::BadOutput(format!("status {}", answer.status)))?;
     let mut headers = HeaderMap::with_capacity(answer.headers.len());
-    for header in &answer.headers {
+    for header in answer.headers {
         let (name, value) =
-            parse_header(&header.name, &header.value).map_err(PluginError::BadOutput)?;
+            parse_header(&header.name, header.value).map_err(PluginError::BadOutput)?;
         headers.append(name, value);
     }
     let mut response = Response::new(body::full(answer.body));

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, request, response};
+use http::uri::PathAndQuery;
+use http::{Method, StatusCode, Uri, request, response};
 
 use crate::routing::Params;
 
@@ -128,7 +129,7 @@ impl Exchange {
             .unwrap_or_default()
     }
 
-    pub fn set_header(&mut self, name: &str, value: &str, append: bool) -> Result<(), WrongHook> {
+    pub fn set_header(&mut self, name: &str, value: String, append: bool) -> Result<(), WrongHook> {
         let headers = self.headers_mut()?;
         match parse_header(name, value) {
             Ok((name, value)) if append => {
@@ -143,12 +144,8 @@ impl Exchange {
     }
 
     pub fn remove_header(&mut self, name: &str) -> Result<bool, WrongHook> {
-        let headers = self.headers_mut()?;
-        // An invalid name cannot be present.
-        Ok(HeaderName::from_bytes(name.as_bytes())
-            .ok()
-            .and_then(|name| headers.remove(name))
-            .is_some())
+        // By `&str`: no name is allocated, and an invalid one is simply absent.
+        Ok(self.headers_mut()?.remove(name).is_some())
     }
 
     pub fn body(&self) -> Option<Vec<u8>> {
@@ -198,35 +195,38 @@ impl Exchange {
     }
 
     pub fn set_path(&mut self, path: &str) -> Result<(), WrongHook> {
-        let query = self.request()?.uri.query().unwrap_or("").to_string();
-        self.set_path_and_query(path, &query)?;
+        let joined = join_path_and_query(path, self.request()?.uri.query());
         self.path_set = true;
-        Ok(())
+        if path.starts_with('/') {
+            self.replace_path_and_query(joined)
+        } else {
+            self.reject(format!("path `{joined}`"));
+            Ok(())
+        }
     }
 
     pub fn set_query(&mut self, query: &str) -> Result<(), WrongHook> {
-        let path = self.request()?.uri.path().to_string();
-        self.set_path_and_query(&path, query)
+        let uri = &self.request()?.uri;
+        let joined = join_path_and_query(uri.path(), Some(query));
+        self.replace_path_and_query(joined)
     }
 
-    fn set_path_and_query(&mut self, path: &str, query: &str) -> Result<(), WrongHook> {
-        let path_and_query = if query.is_empty() {
-            path.to_string()
-        } else {
-            format!("{path}?{query}")
+    fn replace_path_and_query(&mut self, joined: String) -> Result<(), WrongHook> {
+        let uri = &mut self.request_mut()?.uri;
+        let Ok(path_and_query) = PathAndQuery::try_from(joined.as_str()) else {
+            self.reject(format!("path `{joined}`"));
+            return Ok(());
         };
-        let mut uri = self.request()?.uri.clone().into_parts();
-        let parsed = path_and_query
-            .parse()
-            .ok()
-            .and_then(|pq| {
-                uri.path_and_query = Some(pq);
-                http::Uri::from_parts(uri).ok()
-            })
-            .filter(|_| path.starts_with('/'));
-        match parsed {
-            Some(new) => self.request_mut()?.uri = new,
-            None => self.reject(format!("path `{path_and_query}`")),
+        if uri.scheme().is_none() && uri.authority().is_none() {
+            // Origin form, as almost every request arrives: no parts to carry over.
+            *uri = Uri::from(path_and_query);
+            return Ok(());
+        }
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = Some(path_and_query);
+        match Uri::from_parts(parts) {
+            Ok(new) => *uri = new,
+            Err(_) => self.reject(format!("path `{joined}`")),
         }
         Ok(())
     }
@@ -259,12 +259,25 @@ impl Exchange {
     }
 }
 
-/// A plugin's header as HTTP, or what was wrong with it.
-pub fn parse_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+/// `path?query`, or the path alone when the query is empty.
+fn join_path_and_query(path: &str, query: Option<&str>) -> String {
+    let query = query.unwrap_or("");
+    let mut joined = String::with_capacity(path.len() + 1 + query.len());
+    joined.push_str(path);
+    if !query.is_empty() {
+        joined.push('?');
+        joined.push_str(query);
+    }
+    joined
+}
+
+/// A plugin's header as HTTP, or what was wrong with it. The value's bytes
+/// are kept, not copied.
+pub fn parse_header(name: &str, value: String) -> Result<(HeaderName, HeaderValue), String> {
     let parsed_name =
         HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("header name `{name}`"))?;
-    let parsed_value =
-        HeaderValue::from_str(value).map_err(|_| format!("value for header `{name}`"))?;
+    let parsed_value = HeaderValue::from_maybe_shared(Bytes::from(value))
+        .map_err(|_| format!("value for header `{name}`"))?;
     Ok((parsed_name, parsed_value))
 }
 
@@ -297,8 +310,8 @@ mod tests {
         let mut ex = request_exchange("/a?q=1");
         assert_eq!(ex.header("X-a").as_deref(), Some("1"));
         assert_eq!(ex.header_all("x-a"), vec!["1", "2"]);
-        ex.set_header("x-a", "3", false)?;
-        ex.set_header("x-b", "4", true)?;
+        ex.set_header("x-a", "3".into(), false)?;
+        ex.set_header("x-b", "4".into(), true)?;
         assert_eq!(ex.header_all("x-a"), vec!["3"]);
         assert!(ex.remove_header("X-B")?);
         assert!(!ex.remove_header("x-b")?);
@@ -310,8 +323,8 @@ mod tests {
     #[test]
     fn invalid_edits_are_remembered_not_applied() -> Result<(), WrongHook> {
         let mut ex = request_exchange("/a");
-        ex.set_header("bad name", "x", false)?;
-        ex.set_header("x-c", "line\nbreak", false)?;
+        ex.set_header("bad name", "x".into(), false)?;
+        ex.set_header("x-c", "line\nbreak".into(), false)?;
         assert_eq!(ex.invalid.as_deref(), Some("header name `bad name`"));
         assert_eq!(ex.header("x-c"), None);
         Ok(())
@@ -338,6 +351,6 @@ mod tests {
         assert!(ex.set_status(200).is_err());
         ex.message = Message::None;
         assert!(ex.path().is_err());
-        assert!(ex.set_header("x", "y", false).is_err());
+        assert!(ex.set_header("x", "y".into(), false).is_err());
     }
 }

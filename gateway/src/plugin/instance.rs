@@ -67,10 +67,10 @@ impl bindings::gateway::plugin::message::Host for HostState {
             .collect())
     }
     fn set_header(&mut self, name: String, value: String) -> wasmtime::Result<()> {
-        Ok(self.exchange.set_header(&name, &value, false)?)
+        Ok(self.exchange.set_header(&name, value, false)?)
     }
     fn append_header(&mut self, name: String, value: String) -> wasmtime::Result<()> {
-        Ok(self.exchange.set_header(&name, &value, true)?)
+        Ok(self.exchange.set_header(&name, value, true)?)
     }
     fn remove_header(&mut self, name: String) -> wasmtime::Result<bool> {
         Ok(self.exchange.remove_header(&name)?)
