@@ -82,25 +82,16 @@ fn bench(c: &mut Criterion) {
         for headers in [10, 50] {
             // The transform's edits are idempotent, so one exchange serves every iteration.
             let mut exchange = exchange(headers);
-            let mut pooled = rt.block_on(async {
-                let mut instance = Instance::new(plugin, &route, LIMITS)
-                    .await
-                    .expect("instance");
-                instance.init(config).await.expect("init");
-                instance
-            });
+            let mut pooled = Instance::new(plugin, &route, LIMITS).expect("instance");
+            pooled.init(config).expect("init");
             group.bench_function(BenchmarkId::new(format!("{name}/pooled"), headers), |b| {
-                b.iter(|| rt.block_on(pooled.on_request(&mut exchange)).expect("hook"));
+                b.iter(|| pooled.on_request(&mut exchange).expect("hook"));
             });
             group.bench_function(BenchmarkId::new(format!("{name}/fresh"), headers), |b| {
                 b.iter(|| {
-                    rt.block_on(async {
-                        let mut instance = Instance::new(plugin, &route, LIMITS)
-                            .await
-                            .expect("instance");
-                        instance.init(config).await.expect("init");
-                        instance.on_request(&mut exchange).await.expect("hook")
-                    })
+                    let mut instance = Instance::new(plugin, &route, LIMITS).expect("instance");
+                    instance.init(config).expect("init");
+                    instance.on_request(&mut exchange).expect("hook")
                 });
             });
         }
@@ -124,17 +115,14 @@ fn bench(c: &mut Criterion) {
         ),
     ];
     for (name, plugins) in chains {
-        let chain = rt.block_on(async {
-            let mut entries = Vec::new();
-            for (plugin, config) in plugins {
-                entries.push(
-                    ChainEntry::new(plugin.clone(), "users", config.to_string(), LIMITS)
-                        .await
-                        .expect("chain entry"),
-                );
-            }
-            Chain::new(entries, 1 << 20)
-        });
+        let entries = plugins
+            .into_iter()
+            .map(|(plugin, config)| {
+                ChainEntry::new(plugin.clone(), "users", config.to_string(), LIMITS)
+                    .expect("chain entry")
+            })
+            .collect();
+        let chain = Chain::new(entries, 1 << 20);
         let context = HookContext::new(
             &HeaderValue::from_static("4f0e4d0a-33a5-4b55-9a8c-52f3b8f1e4a1"),
             &HeaderValue::from_static("127.0.0.1"),

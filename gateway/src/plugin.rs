@@ -11,6 +11,7 @@ pub mod chain;
 pub mod exchange;
 pub mod instance;
 pub mod runtime;
+pub mod wasi;
 
 pub use chain::{Chain, RequestFlow};
 pub use exchange::HookContext;

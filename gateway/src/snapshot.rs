@@ -149,7 +149,7 @@ async fn build_chain(
             serde_json::Value::Null => "{}".to_string(),
             value => value.to_string(),
         };
-        match ChainEntry::new(loaded, &route.name, json, limits).await {
+        match ChainEntry::new(loaded, &route.name, json, limits) {
             Ok(entry) => entries.push(entry),
             Err(PluginError::Refused(message)) => built.problems.push((
                 format!("{at}.config"),

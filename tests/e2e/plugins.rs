@@ -176,6 +176,7 @@ async fn hostile_plugins_fail_their_request_and_nothing_else() {
         hostile("trap", "request", "trap"),
         hostile("spin", "request", "loop"),
         hostile("hog", "request", "grow"),
+        hostile("nap", "request", "sleep"),
         hostile("mangle", "request", "bad_header"),
         hostile("confused", "request", "wrong_hook"),
         "  - { name: calm, upstream: svc, plugins: [{ name: probe, config: { tag: calm } }] }\n"
@@ -193,6 +194,8 @@ async fn hostile_plugins_fail_their_request_and_nothing_else() {
         ("/trap", 500, "plugin_failed", "trapped"),
         ("/spin", 503, "plugin_timeout", "deadline"),
         ("/hog", 500, "plugin_failed", "memory limit of 8MiB"),
+        // Hooks run on the gateway's thread: a WASI call that would wait traps.
+        ("/nap", 500, "plugin_failed", "plugins may not block"),
         (
             "/mangle",
             500,

@@ -51,15 +51,15 @@ pub struct ChainEntry {
 impl ChainEntry {
     /// Creates the first instance and runs `init`: a refused config fails here,
     /// at load, not on the first request.
-    pub async fn new(
+    pub fn new(
         plugin: Arc<LoadedPlugin>,
         route: &str,
         config: String,
         limits: Limits,
     ) -> Result<Self, PluginError> {
         let route: Arc<str> = route.into();
-        let mut first = Instance::new(&plugin, &route, limits).await?;
-        let capabilities = first.init(&config).await?;
+        let mut first = Instance::new(&plugin, &route, limits)?;
+        let capabilities = first.init(&config)?;
         Ok(Self {
             plugin,
             route,
@@ -75,11 +75,11 @@ impl ChainEntry {
     }
 
     /// An idle instance, or a new one when all are busy.
-    async fn checkout(&self) -> Result<Instance, ProxyError> {
+    fn checkout(&self) -> Result<Instance, ProxyError> {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         match idle {
             Some(instance) => Ok(instance),
-            None => self.new_instance().await.map_err(|e| self.error(e)),
+            None => self.new_instance().map_err(|e| self.error(e)),
         }
     }
 
@@ -96,15 +96,13 @@ impl ChainEntry {
     /// Runs one hook over `exchange` on a checked-out instance; only a
     /// successful instance goes back to the pool. An edit the plugin made
     /// that is not valid HTTP fails the request here.
-    async fn run<R>(
+    fn run<R>(
         &self,
         exchange: &mut Exchange,
-        hook: impl AsyncFnOnce(&mut Instance, &mut Exchange) -> Result<R, PluginError>,
+        hook: impl FnOnce(&mut Instance, &mut Exchange) -> Result<R, PluginError>,
     ) -> Result<R, ProxyError> {
-        let mut instance = self.checkout().await?;
-        let result = hook(&mut instance, exchange)
-            .await
-            .map_err(|e| self.error(e))?;
+        let mut instance = self.checkout()?;
+        let result = hook(&mut instance, exchange).map_err(|e| self.error(e))?;
         self.checkin(instance);
         match exchange.invalid.take() {
             Some(what) => Err(self.error(PluginError::BadOutput(what))),
@@ -112,9 +110,9 @@ impl ChainEntry {
         }
     }
 
-    async fn new_instance(&self) -> Result<Instance, PluginError> {
-        let mut instance = Instance::new(&self.plugin, &self.route, self.limits).await?;
-        instance.init(&self.config).await?;
+    fn new_instance(&self) -> Result<Instance, PluginError> {
+        let mut instance = Instance::new(&self.plugin, &self.route, self.limits)?;
+        instance.init(&self.config)?;
         Ok(instance)
     }
 
@@ -235,7 +233,7 @@ impl Chain {
                 continue;
             }
             exchange.body_visible = entry.capabilities.request_body;
-            let action = entry.run(&mut exchange, Instance::on_request).await?;
+            let action = entry.run(&mut exchange, Instance::on_request)?;
             match action {
                 bindings::RequestAction::Continue => {}
                 bindings::RequestAction::NotImplemented => {
@@ -298,7 +296,7 @@ impl Chain {
                 continue;
             }
             exchange.body_visible = entry.capabilities.response_body;
-            let action = entry.run(&mut exchange, Instance::on_response).await?;
+            let action = entry.run(&mut exchange, Instance::on_response)?;
             if let bindings::ResponseAction::NotImplemented = action {
                 entry.plugin.response_hook.store(false, Ordering::Relaxed);
             }

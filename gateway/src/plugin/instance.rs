@@ -8,10 +8,13 @@ use wasmtime::component::{HasSelf, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::wasi;
+
 use super::PluginError;
 use super::bindings::{self, Capabilities, Header, RequestAction, ResponseAction};
 use super::exchange::{Exchange, WrongHook};
 use super::runtime::{EPOCH_TICK, LoadedPlugin};
+use super::wasi::WouldBlock;
 use crate::config::ByteSize;
 
 /// What a store carries: the plugin's identity for logs, its WASI context
@@ -141,6 +144,7 @@ impl HostState {
 
 /// The clock plugins see: always zero. Time will come as a granted host
 /// service (rate limiting needs it); until then a plugin cannot read it.
+#[derive(Clone, Copy)]
 struct FrozenClock;
 
 impl wasmtime_wasi::HostWallClock for FrozenClock {
@@ -163,7 +167,7 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
 
 /// Adds the imports a plugin may use to `linker`.
 pub fn link(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasi::link(linker)?;
     bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
@@ -211,7 +215,7 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub async fn new(
+    pub fn new(
         loaded: &LoadedPlugin,
         route: &Arc<str>,
         limits: Limits,
@@ -219,10 +223,7 @@ impl Instance {
         let state = HostState {
             // Nothing from the host: no preopened folders, no environment,
             // no network; stdio goes nowhere. std starts fine without them.
-            wasi: WasiCtx::builder()
-                .wall_clock(FrozenClock)
-                .monotonic_clock(FrozenClock)
-                .build(),
+            wasi: wasi::context(FrozenClock),
             table: ResourceTable::new(),
             limiter: MemoryLimit {
                 max: limits.memory,
@@ -236,15 +237,11 @@ impl Instance {
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(ticks(limits.deadline.max(Duration::from_secs(1))));
         store.epoch_deadline_trap();
-        let plugin = loaded
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| {
-                classify(&store, e, limits, |e| {
-                    PluginError::Instantiate(format!("{e:#}"))
-                })
-            })?;
+        let plugin = loaded.pre.instantiate(&mut store).map_err(|e| {
+            classify(&store, e, limits, |e| {
+                PluginError::Instantiate(format!("{e:#}"))
+            })
+        })?;
         Ok(Self {
             store,
             plugin,
@@ -253,51 +250,42 @@ impl Instance {
     }
 
     /// Passes the route's config; the plugin may refuse it.
-    pub async fn init(&mut self, config: &str) -> Result<Capabilities, PluginError> {
+    pub fn init(&mut self, config: &str) -> Result<Capabilities, PluginError> {
         // init may parse a large config: give it at least a second.
         let deadline = self.limits.deadline.max(Duration::from_secs(1));
         self.store.set_epoch_deadline(ticks(deadline));
         let result = self
             .plugin
             .gateway_plugin_hooks()
-            .call_init(&mut self.store, config)
-            .await;
+            .call_init(&mut self.store, config);
         self.outcome(result, deadline)?
             .map_err(PluginError::Refused)
     }
 
     /// Runs the request hook over `exchange`, which the plugin reads and
     /// edits through its imports while the call lasts.
-    pub async fn on_request(
-        &mut self,
-        exchange: &mut Exchange,
-    ) -> Result<RequestAction, PluginError> {
-        self.hook(exchange, async |plugin, store| {
-            plugin.gateway_plugin_hooks().call_on_request(store).await
+    pub fn on_request(&mut self, exchange: &mut Exchange) -> Result<RequestAction, PluginError> {
+        self.hook(exchange, |plugin, store| {
+            plugin.gateway_plugin_hooks().call_on_request(store)
         })
-        .await
     }
 
     /// Runs the response hook over `exchange`, as `on_request` does.
-    pub async fn on_response(
-        &mut self,
-        exchange: &mut Exchange,
-    ) -> Result<ResponseAction, PluginError> {
-        self.hook(exchange, async |plugin, store| {
-            plugin.gateway_plugin_hooks().call_on_response(store).await
+    pub fn on_response(&mut self, exchange: &mut Exchange) -> Result<ResponseAction, PluginError> {
+        self.hook(exchange, |plugin, store| {
+            plugin.gateway_plugin_hooks().call_on_response(store)
         })
-        .await
     }
 
     /// Lends `exchange` to the store for one hook call under the deadline.
-    async fn hook<R>(
+    fn hook<R>(
         &mut self,
         exchange: &mut Exchange,
-        call: impl AsyncFnOnce(&bindings::Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+        call: impl FnOnce(&bindings::Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         self.store.set_epoch_deadline(ticks(self.limits.deadline));
         std::mem::swap(&mut self.store.data_mut().exchange, exchange);
-        let result = call(&self.plugin, &mut self.store).await;
+        let result = call(&self.plugin, &mut self.store);
         std::mem::swap(&mut self.store.data_mut().exchange, exchange);
         self.outcome(result, self.limits.deadline)
     }
@@ -342,10 +330,16 @@ fn classify(
 }
 
 /// The trap and, when the plugin panicked, the first line of its message;
-/// for a host call the hook may not make, which call it was.
+/// for a host call the hook may not make, or one that would wait, which call
+/// it was.
 fn trap_message(error: &wasmtime::Error) -> String {
-    if let Some(wrong) = error.chain().find_map(|e| e.downcast_ref::<WrongHook>()) {
-        return wrong.to_string();
+    let refused_call = error.chain().find_map(|e| {
+        e.downcast_ref::<WrongHook>()
+            .map(ToString::to_string)
+            .or_else(|| e.downcast_ref::<WouldBlock>().map(ToString::to_string))
+    });
+    if let Some(refused) = refused_call {
+        return refused;
     }
     let text = format!("{error:#}");
     text.lines().next().unwrap_or("unknown trap").to_string()

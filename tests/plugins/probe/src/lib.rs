@@ -4,11 +4,12 @@
 //!   `x-chain-response` on the response, so tests can see hook order;
 //! - `respond: STATUS` answers the request itself;
 //! - `refuse: MESSAGE` refuses its config;
-//! - `fail_on: request | response` with `how: trap | loop | grow | bad_header
-//!   | wrong_hook` misbehaves in that hook: panics (a trap), spins forever,
-//!   allocates without bound, sets a header the name of which is not valid
-//!   HTTP, or calls an import the other hook owns (the response's status from
-//!   the request hook, the request's path from the response hook);
+//! - `fail_on: request | response` with `how: trap | loop | grow | sleep |
+//!   bad_header | wrong_hook` misbehaves in that hook: panics (a trap), spins
+//!   forever, allocates without bound, sleeps (waits on WASI), sets a header
+//!   the name of which is not valid HTTP, or calls an import the other hook
+//!   owns (the response's status from the request hook, the request's path
+//!   from the response hook);
 //! - `fail_when_header: NAME` misbehaves only for requests carrying NAME;
 //! - `bodies: true` asks for bodies and reports their sizes in headers;
 //! - `log: MESSAGE` writes MESSAGE to the gateway's log on every request;
@@ -157,6 +158,7 @@ fn misbehave(how: Option<&str>) {
                 std::hint::black_box(&hoard);
             }
         }
+        Some("sleep") => std::thread::sleep(std::time::Duration::from_millis(50)),
         _ => panic!("the probe plugin was told to trap"),
     }
 }
