@@ -1,4 +1,9 @@
-"""Turns wrk outputs into one table (Markdown and JSON) with ratios to nginx and to the upstream."""
+"""Turns wrk outputs into one table (Markdown and JSON) with ratios to nginx and to the upstream.
+
+Each row ran once per round (NAME.ROUND.wrk); the table shows each row's median
+over the rounds, and the range of its requests/s.
+"""
+import glob
 import json
 import os
 import platform
@@ -38,27 +43,63 @@ def parse(path):
             "socket_errors": socket.group(1) if socket else None}
 
 
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def summarise(paths):
+    """One row's rounds: the median of each figure, and every round kept for the JSON."""
+    rounds = [parse(path) for path in sorted(paths)]
+    return {"rps": median(r["rps"] for r in rounds),
+            "rps_min": min(r["rps"] for r in rounds),
+            "rps_max": max(r["rps"] for r in rounds),
+            "p50_ms": median(r["p50_ms"] for r in rounds),
+            "p99_ms": median(r["p99_ms"] for r in rounds),
+            "non_2xx": sum(r["non_2xx"] for r in rounds),
+            "socket_errors": "; ".join(r["socket_errors"] for r in rounds if r["socket_errors"]) or None,
+            "rounds": rounds}
+
+
+def targets(results):
+    """The issue's two targets, as this run measured them."""
+    lines = []
+    nginx, plain, chain = (results.get(n) for n in ("nginx", "gateway", "gateway-3-plugins"))
+    if nginx and plain:
+        lines.append(f"- no-plugin gateway vs nginx: {plain['rps'] / nginx['rps']:.2f}x requests/s "
+                     f"(target >= 1), p99 {plain['p99_ms']:.3f} ms vs {nginx['p99_ms']:.3f} ms "
+                     f"(target: within 10%)")
+    if plain and chain:
+        lines.append(f"- three-plugin chain vs no-plugin gateway: {chain['rps'] / plain['rps']:.2f}x "
+                     f"(target >= 0.8)")
+    return "\n".join(lines)
+
+
 def main():
-    work, out, smoke, connections, duration = sys.argv[1:6]
+    work, out, smoke, connections, duration, rounds = sys.argv[1:7]
     # BENCH_ROWS runs a subset: report the rows that ran, ratios where possible.
-    rows = [(name, label) for name, label in ROWS if os.path.exists(os.path.join(work, name + ".wrk"))]
-    results = {name: parse(os.path.join(work, name + ".wrk")) for name, _ in rows}
+    found = {name: glob.glob(os.path.join(work, name + ".*.wrk")) for name, _ in ROWS}
+    rows = [(name, label) for name, label in ROWS if found[name]]
+    results = {name: summarise(found[name]) for name, _ in rows}
     nginx = results.get("nginx", {}).get("rps")
     direct = results.get("direct", {}).get("rps")
     ratio = lambda r, base: f"{r / base:.2f}" if base else "–"
     lines = [
-        "| row | requests/s | p50 ms | p99 ms | vs nginx | vs direct |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| row | requests/s | range | p50 ms | p99 ms | vs nginx | vs direct |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, label in rows:
         r = results[name]
         r["vs_nginx"] = r["rps"] / nginx if nginx else None
         r["vs_direct"] = r["rps"] / direct if direct else None
         flag = "" if r["non_2xx"] == 0 and not r["socket_errors"] else " (errors!)"
-        lines.append(f"| {label}{flag} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+        spread = f"{r['rps_min'] / 1000:.1f}k–{r['rps_max'] / 1000:.1f}k"
+        lines.append(f"| {label}{flag} | {r['rps']:.0f} | {spread} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
                      f"{ratio(r['rps'], nginx)} | {ratio(r['rps'], direct)} |")
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}"
-    setup = (f"wrk -t1 -c{connections} -d{duration}; proxies on CPU 0 (one worker each), "
+    setup = (f"median of {rounds} round(s), rows taking turns; "
+             f"wrk -t1 -c{connections} -d{duration}; proxies on CPU 0 (one worker each), "
              f"upstream and wrk on CPU 1; 1 KiB response body")
     table = "\n".join(lines)
     kind = "smoke run (debug build, not figures)" if smoke == "true" else "full run"
@@ -66,6 +107,8 @@ def main():
     if len(rows) < len(ROWS):
         kind, base = "partial run (BENCH_ROWS)", "partial"
     markdown = f"{table}\n\n{kind}. {setup}. Machine: {machine}.\n"
+    if targets(results):
+        markdown += f"\n{targets(results)}\n"
     open(os.path.join(out, base + ".md"), "w").write(markdown)
     json.dump({"kind": kind, "setup": setup, "machine": machine, "rows": results},
               open(os.path.join(out, base + ".json"), "w"), indent=2)
