@@ -337,12 +337,17 @@ async fn invalid_changes_keep_the_old_behaviour_and_are_reported() {
 
         // Fixing it reloads normally.
         let (fix, fixed) = if i % 2 == 0 { (&v2, "2") } else { (&v1, "1") };
+        let before = reload_attempts(&gw).await;
         std::fs::copy(fix, &stamp).expect("fix plugin");
         gw.replace_config(&good);
         until(&gw.url("/"), Duration::from_secs(5), |r| {
             version(r) == Some(fixed)
         })
         .await;
+        // The new snapshot serves a moment before its reload is recorded: wait
+        // for the record too, so the next round's count starts after it.
+        let report = next_reload(&gw, before).await;
+        assert_eq!(report["ok"], true, "{report}");
         running = fixed;
         let status = get(&gw.admin_url("/admin/plugins")).await.json();
         let plugin = &status["plugins"][0];
@@ -454,11 +459,16 @@ async fn partial_writes_and_late_files_are_picked_up_once_complete() {
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(version(&get(&gw.url("/")).await), Some("1"));
     // The rest of the write completes it.
+    let before = reload_attempts(&gw).await;
     std::fs::write(plugins.file("stamp"), &bytes).expect("whole");
     until(&gw.url("/"), Duration::from_secs(5), |r| {
         version(r) == Some("2")
     })
     .await;
+    // The new snapshot serves a moment before its reload is recorded: wait
+    // for the record too, so the count below starts after it.
+    let report = next_reload(&gw, before).await;
+    assert_eq!(report["ok"], true, "{report}");
 
     // A route naming a plugin whose file is not there yet: refused until it appears.
     let before = reload_attempts(&gw).await;
