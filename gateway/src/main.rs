@@ -7,12 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use gateway::config;
 
-// glibc's malloc took about a tenth of the instructions of a proxied request
-// (a request allocates and frees many small buffers); mimalloc costs a fraction
-// of that per allocation.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USAGE: &str = "usage:
   gateway run --config FILE    run the gateway
   gateway validate FILE        check a config file and exit";
