@@ -167,6 +167,20 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        // A test failing against this gateway shows whether the gateway was
+        // still running and what it logged: the cause of a flake in CI.
+        if std::thread::panicking() {
+            let status = self.child.try_wait();
+            eprintln!(
+                "gateway {} at the failure; its stderr:\n{}",
+                match status {
+                    Ok(Some(exit)) => format!("had exited ({exit})"),
+                    Ok(None) => "was running".to_string(),
+                    Err(e) => format!("state unknown ({e})"),
+                },
+                self.stderr()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
