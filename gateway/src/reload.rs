@@ -93,9 +93,11 @@ pub fn spawn(gateway: Arc<Gateway>, config_file: PathBuf, config: &Config) {
         None
     };
     let signals = tx.clone();
+    // Registered here, not in the task: until it is, SIGHUP's default action
+    // ends the process, and the caller announces it is listening right after.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        let Ok(mut hup) = hup else {
             tracing::error!("cannot listen for SIGHUP");
             return;
         };

@@ -396,6 +396,25 @@ async fn a_removed_plugin_file_keeps_the_loaded_version_and_is_reported() {
 }
 
 #[tokio::test]
+async fn a_sighup_right_after_start_reloads_and_does_not_end_the_gateway() {
+    let svc = Backend::start("svc").await;
+    let config = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nserver: {{ workers: 1 }}\nreload: {{ watch: false }}\nupstreams:\n{}routes:\n  - {{ name: all, upstream: svc }}\n",
+        upstream("svc", &[&svc], "")
+    );
+    // SIGHUP's default action ends a process: the gateway must handle it
+    // from the moment it says it is listening, which is when this sends it.
+    for start in 0..20 {
+        let gw = Gateway::start(&config);
+        gw.signal(rustix::process::Signal::HUP);
+        // Attempt 1 is the startup load, recorded before the gateway listens.
+        let report = next_reload(&gw, 1).await;
+        assert_eq!(report["trigger"], "SIGHUP", "start {start}");
+        assert_eq!(get(&gw.url("/")).await.status, 200, "start {start}");
+    }
+}
+
+#[tokio::test]
 async fn sighup_reloads_when_watching_is_off() {
     let (plugins, _v1, v2) = stamp_plugins();
     let svc = Backend::start("svc").await;
