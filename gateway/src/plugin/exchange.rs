@@ -197,12 +197,7 @@ impl Exchange {
     pub fn set_path(&mut self, path: &str) -> Result<(), WrongHook> {
         let joined = join_path_and_query(path, self.request()?.uri.query());
         self.path_set = true;
-        if path.starts_with('/') {
-            self.replace_path_and_query(joined)
-        } else {
-            self.reject(format!("path `{joined}`"));
-            Ok(())
-        }
+        self.replace_path_and_query(joined)
     }
 
     pub fn set_query(&mut self, query: &str) -> Result<(), WrongHook> {
@@ -211,9 +206,15 @@ impl Exchange {
         self.replace_path_and_query(joined)
     }
 
+    /// Replaces the path and query with `joined`, which must be an
+    /// origin-form path (starting with `/`) with its query.
     fn replace_path_and_query(&mut self, joined: String) -> Result<(), WrongHook> {
         let uri = &mut self.request_mut()?.uri;
-        let Ok(path_and_query) = PathAndQuery::try_from(joined.as_str()) else {
+        let parsed = joined
+            .starts_with('/')
+            .then(|| PathAndQuery::try_from(joined.as_str()).ok())
+            .flatten();
+        let Some(path_and_query) = parsed else {
             self.reject(format!("path `{joined}`"));
             return Ok(());
         };
@@ -341,6 +342,15 @@ mod tests {
         ex.set_path("no-slash")?;
         assert_eq!(ex.invalid.as_deref(), Some("path `no-slash?q=2&r=3`"));
         assert_eq!(ex.path()?, "/b");
+        Ok(())
+    }
+
+    #[test]
+    fn a_query_on_a_path_that_is_not_origin_form_is_refused() -> Result<(), WrongHook> {
+        let mut ex = request_exchange("*");
+        ex.set_query("a=1")?;
+        assert_eq!(ex.invalid.as_deref(), Some("path `*?a=1`"));
+        assert_eq!(ex.path()?, "*");
         Ok(())
     }
 
