@@ -107,8 +107,9 @@ def main():
     if len(rows) < len(ROWS):
         kind, base = "partial run (BENCH_ROWS)", "partial"
     markdown = f"{table}\n\n{kind}. {setup}. Machine: {machine}.\n"
-    if targets(results):
-        markdown += f"\n{targets(results)}\n"
+    measured = targets(results)
+    if measured:
+        markdown += f"\n{measured}\n"
     open(os.path.join(out, base + ".md"), "w").write(markdown)
     json.dump({"kind": kind, "setup": setup, "machine": machine, "rows": results},
               open(os.path.join(out, base + ".json"), "w"), indent=2)

@@ -207,11 +207,20 @@ pub struct Limits {
     pub memory: ByteSize,
 }
 
+impl Limits {
+    /// Instantiation and `init` may parse a large config: at least a second.
+    fn init_deadline(&self) -> Duration {
+        self.deadline.max(Duration::from_secs(1))
+    }
+}
+
 /// An instantiated plugin with its own store; used by one request at a time.
 pub struct Instance {
     store: Store<HostState>,
     plugin: bindings::Plugin,
     limits: Limits,
+    /// `limits.deadline` in epoch ticks, worked out once rather than per hook.
+    hook_ticks: u64,
 }
 
 impl Instance {
@@ -235,7 +244,7 @@ impl Instance {
         };
         let mut store = Store::new(loaded.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(ticks(limits.deadline.max(Duration::from_secs(1))));
+        store.set_epoch_deadline(ticks(limits.init_deadline()));
         store.epoch_deadline_trap();
         let plugin = loaded.pre.instantiate(&mut store).map_err(|e| {
             classify(&store, e, limits, |e| {
@@ -246,13 +255,13 @@ impl Instance {
             store,
             plugin,
             limits,
+            hook_ticks: ticks(limits.deadline),
         })
     }
 
     /// Passes the route's config; the plugin may refuse it.
     pub fn init(&mut self, config: &str) -> Result<Capabilities, PluginError> {
-        // init may parse a large config: give it at least a second.
-        let deadline = self.limits.deadline.max(Duration::from_secs(1));
+        let deadline = self.limits.init_deadline();
         self.store.set_epoch_deadline(ticks(deadline));
         let result = self
             .plugin
@@ -283,7 +292,7 @@ impl Instance {
         exchange: &mut Exchange,
         call: impl FnOnce(&bindings::Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        self.store.set_epoch_deadline(ticks(self.limits.deadline));
+        self.store.set_epoch_deadline(self.hook_ticks);
         std::mem::swap(&mut self.store.data_mut().exchange, exchange);
         let result = call(&self.plugin, &mut self.store);
         std::mem::swap(&mut self.store.data_mut().exchange, exchange);
