@@ -170,6 +170,18 @@ async fn next_reload(gw: &Gateway, before: u64) -> serde_json::Value {
     get(&gw.admin_url("/admin/reloads")).await.json()["reloads"][0].clone()
 }
 
+/// Waits until `/` answers with stamp `expected` and the successful reload
+/// that did it is recorded: the new snapshot serves a moment before its
+/// record lands, so a count taken after this starts after that reload.
+async fn serving_after_reload(gw: &Gateway, before: u64, expected: &str) {
+    until(&gw.url("/"), Duration::from_secs(5), |r| {
+        version(r) == Some(expected)
+    })
+    .await;
+    let report = next_reload(gw, before).await;
+    assert_eq!(report["ok"], true, "{report}");
+}
+
 #[tokio::test]
 async fn replacing_a_plugin_fifty_times_under_load_drops_nothing() {
     let (plugins, v1, v2) = stamp_plugins();
@@ -340,14 +352,7 @@ async fn invalid_changes_keep_the_old_behaviour_and_are_reported() {
         let before = reload_attempts(&gw).await;
         std::fs::copy(fix, &stamp).expect("fix plugin");
         gw.replace_config(&good);
-        until(&gw.url("/"), Duration::from_secs(5), |r| {
-            version(r) == Some(fixed)
-        })
-        .await;
-        // The new snapshot serves a moment before its reload is recorded: wait
-        // for the record too, so the next round's count starts after it.
-        let report = next_reload(&gw, before).await;
-        assert_eq!(report["ok"], true, "{report}");
+        serving_after_reload(&gw, before, fixed).await;
         running = fixed;
         let status = get(&gw.admin_url("/admin/plugins")).await.json();
         let plugin = &status["plugins"][0];
@@ -480,14 +485,7 @@ async fn partial_writes_and_late_files_are_picked_up_once_complete() {
     // The rest of the write completes it.
     let before = reload_attempts(&gw).await;
     std::fs::write(plugins.file("stamp"), &bytes).expect("whole");
-    until(&gw.url("/"), Duration::from_secs(5), |r| {
-        version(r) == Some("2")
-    })
-    .await;
-    // The new snapshot serves a moment before its reload is recorded: wait
-    // for the record too, so the count below starts after it.
-    let report = next_reload(&gw, before).await;
-    assert_eq!(report["ok"], true, "{report}");
+    serving_after_reload(&gw, before, "2").await;
 
     // A route naming a plugin whose file is not there yet: refused until it appears.
     let before = reload_attempts(&gw).await;
