@@ -135,7 +135,8 @@ fn report_sandbox(request: &mut Request) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let network = std::net::TcpStream::connect("127.0.0.1:9").is_ok()
-        || std::net::TcpListener::bind("127.0.0.1:0").is_ok();
+        || std::net::TcpListener::bind("127.0.0.1:0").is_ok()
+        || std::net::UdpSocket::bind("127.0.0.1:0").is_ok();
     let headers = request.headers_mut();
     headers.insert("x-sandbox-env-vars", &env.to_string());
     headers.insert("x-sandbox-files", &files.to_string());
