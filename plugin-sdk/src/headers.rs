@@ -1,5 +1,7 @@
 //! Header lines with case-insensitive lookups, held here or in the gateway.
 
+use std::cell::RefCell;
+
 use crate::bindings::gateway::plugin::message as host;
 
 /// Header lines in order. Names are compared case-insensitively and stored
@@ -10,10 +12,15 @@ use crate::bindings::gateway::plugin::message as host;
 /// touches cross the boundary. Headers a plugin builds itself (for
 /// [`Response::new`](crate::Response::new), or in unit tests) live here.
 ///
+/// Edits take `&self`, as they are calls into the gateway rather than
+/// changes to this value; so reading something else of the request while
+/// editing its headers needs no second borrow:
+/// `req.headers().insert("x-id", &req.request_id())`.
+///
 /// ```
 /// use plugin_sdk::Headers;
 ///
-/// let mut h = Headers::new();
+/// let h = Headers::new();
 /// h.append("Accept", "text/html");
 /// h.append("accept", "application/json");
 /// assert_eq!(h.get_all("ACCEPT").len(), 2);
@@ -29,7 +36,7 @@ pub struct Headers {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Lines {
-    Local(Vec<(String, String)>),
+    Local(RefCell<Vec<(String, String)>>),
     /// The message of the hook in progress, in the gateway.
     Gateway,
 }
@@ -44,7 +51,7 @@ impl Headers {
     /// No headers.
     pub fn new() -> Self {
         Self {
-            lines: Lines::Local(Vec::new()),
+            lines: Lines::Local(RefCell::new(Vec::new())),
         }
     }
 
@@ -58,6 +65,7 @@ impl Headers {
     pub fn get(&self, name: &str) -> Option<String> {
         match &self.lines {
             Lines::Local(lines) => lines
+                .borrow()
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.clone()),
@@ -69,6 +77,7 @@ impl Headers {
     pub fn get_all(&self, name: &str) -> Vec<String> {
         match &self.lines {
             Lines::Local(lines) => lines
+                .borrow()
                 .iter()
                 .filter(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.clone())
@@ -83,8 +92,8 @@ impl Headers {
     }
 
     /// Sets `name` to `value`, replacing every earlier value.
-    pub fn insert(&mut self, name: &str, value: &str) {
-        match &mut self.lines {
+    pub fn insert(&self, name: &str, value: &str) {
+        match &self.lines {
             Lines::Local(_) => {
                 self.remove(name);
                 self.append(name, value);
@@ -94,17 +103,20 @@ impl Headers {
     }
 
     /// Adds a line for `name`, keeping earlier values.
-    pub fn append(&mut self, name: &str, value: &str) {
-        match &mut self.lines {
-            Lines::Local(lines) => lines.push((name.to_ascii_lowercase(), value.to_string())),
+    pub fn append(&self, name: &str, value: &str) {
+        match &self.lines {
+            Lines::Local(lines) => lines
+                .borrow_mut()
+                .push((name.to_ascii_lowercase(), value.to_string())),
             Lines::Gateway => host::append_header(name, value),
         }
     }
 
     /// Removes every line of `name`; says whether there was one.
-    pub fn remove(&mut self, name: &str) -> bool {
-        match &mut self.lines {
+    pub fn remove(&self, name: &str) -> bool {
+        match &self.lines {
             Lines::Local(lines) => {
+                let mut lines = lines.borrow_mut();
                 let before = lines.len();
                 lines.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
                 lines.len() != before
@@ -114,7 +126,7 @@ impl Headers {
     }
 
     /// Renames every line of `from` to `to`, keeping values and their order.
-    pub fn rename(&mut self, from: &str, to: &str) {
+    pub fn rename(&self, from: &str, to: &str) {
         let values = self.get_all(from);
         if !values.is_empty() {
             self.remove(from);
@@ -127,7 +139,7 @@ impl Headers {
     /// Every line as (name, value), in order.
     pub fn lines(&self) -> Vec<(String, String)> {
         match &self.lines {
-            Lines::Local(lines) => lines.clone(),
+            Lines::Local(lines) => lines.borrow().clone(),
             Lines::Gateway => host::get_headers()
                 .into_iter()
                 .map(|h| (h.name, h.value))
@@ -138,7 +150,7 @@ impl Headers {
     /// The number of lines.
     pub fn len(&self) -> usize {
         match &self.lines {
-            Lines::Local(lines) => lines.len(),
+            Lines::Local(lines) => lines.borrow().len(),
             Lines::Gateway => host::get_headers().len(),
         }
     }
@@ -155,7 +167,7 @@ mod tests {
 
     #[test]
     fn insert_replaces_append_keeps_remove_and_rename_cover_all_lines() {
-        let mut h = Headers::new();
+        let h = Headers::new();
         h.append("X-A", "1");
         h.append("x-a", "2");
         assert_eq!(h.get_all("x-a"), vec!["1", "2"]);

@@ -22,27 +22,36 @@
 //!         Ok(Self { cfg })
 //!     }
 //!     fn on_request(&self, req: &mut Request) -> Action {
-//!         req.headers_mut().insert(&self.cfg.header, "yes");
+//!         req.headers_mut().insert(&self.cfg.header, &req.request_id());
+//!         req.context().set("checked", "yes");
 //!         Action::Continue
+//!     }
+//!     fn on_response(&self, resp: &mut Response) {
+//!         if let Some(origin) = resp.request().header("origin") {
+//!             resp.headers().insert("x-seen-origin", &origin);
+//!         }
 //!     }
 //! }
 //! export_plugin!(AddHeader);
 //! ```
 //!
 //! In a hook, the request or response stays in the gateway: each read or
-//! edit through [`Request`], [`Response`] and [`Headers`] is a call into it,
-//! so a plugin pays only for what it touches. Keep the logic in plain
-//! functions over these types and it can be unit-tested with `cargo test` on
-//! the host, on values built with [`Request::new`] and [`Response::new`]:
-//! only [`log`] needs the real gateway.
+//! edit through [`Request`], [`Response`], [`Headers`] and [`Context`] is a
+//! call into it, so a plugin pays only for what it touches. Keep the logic in
+//! plain functions over these types and it can be unit-tested with
+//! `cargo test` on the host, on values built with [`Request::new`],
+//! [`Response::new`] and [`Response::with_request`]: only [`log`] and
+//! [`env`] need the real gateway.
 
 #![deny(missing_docs)]
 
+mod context;
 mod headers;
 mod message;
 
+pub use context::Context;
 pub use headers::Headers;
-pub use message::{Request, Response};
+pub use message::{Request, RequestHead, Response};
 
 #[doc(hidden)]
 pub mod bindings {
@@ -57,7 +66,10 @@ pub mod bindings {
 
 /// Everything a plugin usually needs, plus serde's `Deserialize` for its config.
 pub mod prelude {
-    pub use crate::{Action, Capabilities, Headers, Plugin, Request, Response, export_plugin, log};
+    pub use crate::{
+        Action, Capabilities, Context, Headers, Plugin, Request, RequestHead, Response,
+        export_plugin, log,
+    };
     pub use serde::Deserialize;
 }
 
@@ -90,7 +102,9 @@ pub trait Plugin: Sized + 'static {
     type Config: serde::de::DeserializeOwned;
 
     /// Builds the plugin from its config; an `Err` refuses the config and
-    /// the gateway refuses to load it, quoting the message.
+    /// the gateway refuses to load it, quoting the message. (A config that
+    /// does not deserialise into `Config` is refused before this, with the
+    /// path of the field at fault, which the gateway maps to its YAML line.)
     fn new(config: Self::Config) -> Result<Self, String>;
 
     /// What the plugin needs from the host. By default: no bodies, so bodies
@@ -107,8 +121,11 @@ pub trait Plugin: Sized + 'static {
         Action::Continue
     }
 
-    /// Runs on the response, in reverse chain order. A plugin that keeps
-    /// this default is not called for responses at all.
+    /// Runs on the response, in reverse chain order: the upstream's, a
+    /// plugin's early answer, or the gateway's own error answer after
+    /// routing (see the plugin guide for which hooks see which). The request
+    /// it answers is [`Response::request`]. A plugin that keeps this default
+    /// is not called for responses at all.
     fn on_response(&self, response: &mut Response) {
         let _ = response;
         __runtime::default_hook_ran();
@@ -143,6 +160,20 @@ pub mod log {
     }
 }
 
+/// Environment variables of the gateway process, by name: a host service a
+/// plugin must be granted (`plugins.grants.<plugin>.env: [NAME, ...]`). Only
+/// the names granted can be read; others read as `None`.
+///
+/// Only works inside the gateway: off-wasm (in `cargo test`) this panics.
+/// A plugin that never calls it does not import it and needs no grant.
+pub mod env {
+    /// The value of environment variable `name`, if the plugin was granted
+    /// it and it is set.
+    pub fn get(name: &str) -> Option<String> {
+        crate::bindings::gateway::plugin::env::get(name)
+    }
+}
+
 /// Exports a [`Plugin`] type as the component's hooks. Use it once per crate.
 #[macro_export]
 macro_rules! export_plugin {
@@ -156,7 +187,7 @@ macro_rules! export_plugin {
                 config: ::std::string::String,
             ) -> ::std::result::Result<
                 $crate::bindings::gateway::plugin::types::Capabilities,
-                ::std::string::String,
+                $crate::bindings::gateway::plugin::types::ConfigError,
             > {
                 $crate::__runtime::init::<$plugin>(&config)
             }
@@ -205,21 +236,39 @@ pub mod __runtime {
         (result, DEFAULT_HOOK_RAN.with(|flag| flag.get()))
     }
 
-    pub fn init<P: Plugin>(config: &str) -> Result<wit::Capabilities, String> {
-        let config: P::Config = serde_json::from_str(config).map_err(|e| {
-            // The position is in the JSON the gateway made from YAML: no use to the user.
-            let text = e.to_string();
-            let message = text
-                .rsplit_once(" at line ")
-                .map_or(text.as_str(), |(m, _)| m);
-            format!("invalid config: {message}")
+    pub fn init<P: Plugin>(config: &str) -> Result<wit::Capabilities, wit::ConfigError> {
+        let config: P::Config = parse_config(config)?;
+        let plugin = P::new(config).map_err(|message| wit::ConfigError {
+            field: String::new(),
+            message,
         })?;
-        let plugin = P::new(config)?;
         let caps = plugin.capabilities();
         PLUGIN.with(|slot| *slot.borrow_mut() = Some(Box::new(plugin)));
         Ok(wit::Capabilities {
             request_body: caps.request_body,
             response_body: caps.response_body,
+        })
+    }
+
+    /// The config, or the path of the field that did not fit and why.
+    pub fn parse_config<C: serde::de::DeserializeOwned>(
+        config: &str,
+    ) -> Result<C, wit::ConfigError> {
+        let mut json = serde_json::Deserializer::from_str(config);
+        serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            let field = match e.path().to_string() {
+                root if root == "." => String::new(),
+                path => path,
+            };
+            // The position is in the JSON the gateway made from YAML: no use to the user.
+            let text = e.inner().to_string();
+            let message = text
+                .rsplit_once(" at line ")
+                .map_or(text.as_str(), |(m, _)| m);
+            wit::ConfigError {
+                field,
+                message: format!("invalid config: {message}"),
+            }
         })
     }
 
@@ -249,5 +298,52 @@ pub mod __runtime {
             ((), true) => wit::ResponseAction::NotImplemented,
             ((), false) => wit::ResponseAction::Continue,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::__runtime::parse_config;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Config {
+        origins: Vec<u32>,
+        #[serde(default)]
+        nested: Option<Nested>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Nested {
+        max_age: u32,
+    }
+
+    fn refused(json: &str) -> (String, String) {
+        match parse_config::<Config>(json) {
+            Ok(c) => panic!("accepted {c:?}"),
+            Err(e) => (e.field, e.message),
+        }
+    }
+
+    #[test]
+    fn a_config_that_does_not_fit_names_the_field() {
+        let (field, message) = refused(r#"{"origins":[1,2,"x"]}"#);
+        assert_eq!(field, "origins[2]");
+        assert!(
+            message.starts_with("invalid config: invalid type"),
+            "{message}"
+        );
+        assert!(!message.contains("line"), "{message}");
+        assert_eq!(
+            refused(r#"{"origins":[],"nested":{"max_age":-1}}"#).0,
+            "nested.max_age"
+        );
+        assert_eq!(refused(r#"{"origins":[],"other":1}"#).0, "other");
+        assert_eq!(refused(r#"{}"#).0, "");
     }
 }

@@ -4,50 +4,8 @@
 
 use serde::Serialize;
 
-use crate::Headers;
-use crate::bindings::gateway::plugin::{context, message, request, response, types as wit};
-
-/// Read-only facts about the request, for values built outside the gateway.
-#[derive(Debug, Clone, Default)]
-struct Context {
-    route: String,
-    request_id: String,
-    client_address: String,
-    params: Vec<(String, String)>,
-}
-
-/// Where a message's parts and context are read: here, or in the gateway.
-trait Source {
-    fn context(&self) -> Option<&Context>;
-    fn local_body(&self) -> Option<&Option<Vec<u8>>>;
-    fn local_body_mut(&mut self) -> Option<&mut Option<Vec<u8>>>;
-}
-
-fn route(source: &impl Source) -> String {
-    source
-        .context()
-        .map_or_else(context::route, |c| c.route.clone())
-}
-
-fn request_id(source: &impl Source) -> String {
-    source
-        .context()
-        .map_or_else(context::request_id, |c| c.request_id.clone())
-}
-
-fn body(source: &impl Source) -> Option<Vec<u8>> {
-    match source.local_body() {
-        Some(body) => body.clone(),
-        None => message::get_body(),
-    }
-}
-
-fn set_body(source: &mut impl Source, new: Vec<u8>) {
-    match source.local_body_mut() {
-        Some(body) => *body = Some(new),
-        None => message::set_body(&new),
-    }
-}
+use crate::bindings::gateway::plugin::{message, request, response, types as wit};
+use crate::{Context, Headers};
 
 /// The request a request hook sees. Edits go to the gateway as they are made.
 #[derive(Debug, Clone)]
@@ -55,6 +13,7 @@ pub struct Request {
     /// `None` in a hook: the request is the gateway's.
     local: Option<Box<LocalRequest>>,
     headers: Headers,
+    context: Context,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -63,19 +22,6 @@ struct LocalRequest {
     path: String,
     query: String,
     body: Option<Vec<u8>>,
-    context: Context,
-}
-
-impl Source for Request {
-    fn context(&self) -> Option<&Context> {
-        self.local.as_ref().map(|l| &l.context)
-    }
-    fn local_body(&self) -> Option<&Option<Vec<u8>>> {
-        self.local.as_ref().map(|l| &l.body)
-    }
-    fn local_body_mut(&mut self) -> Option<&mut Option<Vec<u8>>> {
-        self.local.as_mut().map(|l| &mut l.body)
-    }
 }
 
 impl Request {
@@ -87,9 +33,10 @@ impl Request {
                 method: method.to_string(),
                 path: path.to_string(),
                 query: query.to_string(),
-                ..LocalRequest::default()
+                body: None,
             })),
             headers: Headers::new(),
+            context: Context::local(),
         }
     }
 
@@ -98,22 +45,18 @@ impl Request {
         Self {
             local: None,
             headers: Headers::gateway(),
+            context: Context::gateway(),
         }
     }
 
     /// Sets a route `{param}` capture (for unit tests).
-    pub fn with_param(mut self, name: &str, value: &str) -> Self {
-        if let Some(local) = &mut self.local {
-            local
-                .context
-                .params
-                .push((name.to_string(), value.to_string()));
-        }
+    pub fn with_param(self, name: &str, value: &str) -> Self {
+        self.context.add_param(name, value);
         self
     }
 
     /// Adds a header line (for unit tests).
-    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+    pub fn with_header(self, name: &str, value: &str) -> Self {
         self.headers.append(name, value);
         self
     }
@@ -195,82 +138,159 @@ impl Request {
         }
     }
 
-    /// The request headers.
+    /// The request headers, to read and edit.
     pub fn headers(&self) -> &Headers {
         &self.headers
     }
 
-    /// The request headers, to edit.
-    pub fn headers_mut(&mut self) -> &mut Headers {
-        &mut self.headers
+    /// The request headers; the same as [`headers`](Self::headers), whose
+    /// edits already take `&self`. Kept so edits read as edits.
+    pub fn headers_mut(&self) -> &Headers {
+        &self.headers
     }
 
     /// The body, if this plugin asked for request bodies.
     pub fn body(&self) -> Option<Vec<u8>> {
-        body(self)
+        match &self.local {
+            Some(local) => local.body.clone(),
+            None => message::get_body(),
+        }
     }
 
     /// Replaces the body sent upstream.
     pub fn set_body(&mut self, new: Vec<u8>) {
-        set_body(self, new);
+        match &mut self.local {
+            Some(local) => local.body = Some(new),
+            None => message::set_body(&new),
+        }
+    }
+
+    /// This request's context: the facts the gateway knows and the values
+    /// plugins leave for each other.
+    pub fn context(&self) -> &Context {
+        &self.context
     }
 
     /// The name of the route that matched.
     pub fn route(&self) -> String {
-        route(self)
+        self.context.route()
     }
 
     /// The request's `x-request-id`.
     pub fn request_id(&self) -> String {
-        request_id(self)
+        self.context.request_id()
     }
 
     /// The client's IP address.
     pub fn client_address(&self) -> String {
-        self.context()
-            .map_or_else(context::client_address, |c| c.client_address.clone())
+        self.context.client_address()
     }
 
     /// A `{param}` captured by the route's path pattern.
     pub fn param(&self, name: &str) -> Option<String> {
-        self.params()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
+        self.context.param(name)
     }
 
     /// Every `{param}` capture, in pattern order.
     pub fn params(&self) -> Vec<(String, String)> {
-        self.context()
-            .map_or_else(context::params, |c| c.params.clone())
+        self.context.params()
     }
 }
 
-/// A response: the upstream's in a response hook, or one a plugin answers with.
+/// The request as a response hook sees it, read-only: as it was sent
+/// upstream, or as it stood when a plugin or the gateway answered instead.
+#[derive(Debug, Clone, Default)]
+pub struct RequestHead {
+    /// `None` in a hook: the request is the gateway's.
+    local: Option<Box<LocalHead>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LocalHead {
+    method: String,
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+}
+
+impl RequestHead {
+    fn gateway() -> Self {
+        Self { local: None }
+    }
+
+    /// The method, e.g. `GET`.
+    pub fn method(&self) -> String {
+        self.local
+            .as_ref()
+            .map_or_else(request::method, |l| l.method.clone())
+    }
+
+    /// The path without the query.
+    pub fn path(&self) -> String {
+        self.local
+            .as_ref()
+            .map_or_else(request::path, |l| l.path.clone())
+    }
+
+    /// The query without its `?` (empty when none).
+    pub fn query(&self) -> String {
+        self.local
+            .as_ref()
+            .map_or_else(request::query, |l| l.query.clone())
+    }
+
+    /// The first value of request header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<String> {
+        match &self.local {
+            Some(local) => local
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone()),
+            None => request::get_header(name),
+        }
+    }
+
+    /// Every value of request header `name`, in order.
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        match &self.local {
+            Some(local) => local
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+                .collect(),
+            None => request::get_header_values(name),
+        }
+    }
+
+    /// Every request header line as (name, value), in order.
+    pub fn header_lines(&self) -> Vec<(String, String)> {
+        match &self.local {
+            Some(local) => local.headers.clone(),
+            None => request::get_headers()
+                .into_iter()
+                .map(|h| (h.name, h.value))
+                .collect(),
+        }
+    }
+}
+
+/// A response: the upstream's (or the gateway's own) in a response hook, or
+/// one a plugin answers with.
 #[derive(Debug, Clone)]
 pub struct Response {
     /// `None` in a hook: the response is the gateway's.
     local: Option<Box<LocalResponse>>,
     headers: Headers,
+    context: Context,
+    request: RequestHead,
 }
 
 #[derive(Debug, Clone, Default)]
 struct LocalResponse {
     status: u16,
     body: Option<Vec<u8>>,
-    context: Context,
-}
-
-impl Source for Response {
-    fn context(&self) -> Option<&Context> {
-        self.local.as_ref().map(|l| &l.context)
-    }
-    fn local_body(&self) -> Option<&Option<Vec<u8>>> {
-        self.local.as_ref().map(|l| &l.body)
-    }
-    fn local_body_mut(&mut self) -> Option<&mut Option<Vec<u8>>> {
-        self.local.as_mut().map(|l| &mut l.body)
-    }
 }
 
 impl Response {
@@ -280,9 +300,10 @@ impl Response {
             local: Some(Box::new(LocalResponse {
                 status,
                 body: Some(Vec::new()),
-                ..LocalResponse::default()
             })),
             headers: Headers::new(),
+            context: Context::local(),
+            request: RequestHead::default(),
         }
     }
 
@@ -291,7 +312,25 @@ impl Response {
         Self {
             local: None,
             headers: Headers::gateway(),
+            context: Context::gateway(),
+            request: RequestHead::gateway(),
         }
+    }
+
+    /// This response as the answer to `request` (for unit tests of response
+    /// hooks): [`request`](Self::request) reads `request` as it is now, and
+    /// the two share one [`Context`].
+    pub fn with_request(mut self, request: &Request) -> Self {
+        self.request = RequestHead {
+            local: Some(Box::new(LocalHead {
+                method: request.method(),
+                path: request.path(),
+                query: request.query(),
+                headers: request.headers().lines(),
+            })),
+        };
+        self.context = request.context().clone();
+        self
     }
 
     /// A `text/plain` response.
@@ -325,8 +364,23 @@ impl Response {
         )
     }
 
+    /// The gateway's own error shape as the answer to `request`, with its
+    /// `request_id`, exactly like the errors the gateway answers itself:
+    /// `{"error":{"status":…,"code":…,"message":…,"request_id":…}}`.
+    pub fn error_for(request: &Request, status: u16, code: &str, message: &str) -> Self {
+        Self::json(
+            status,
+            &serde_json::json!({ "error": {
+                "status": status,
+                "code": code,
+                "message": message,
+                "request_id": request.request_id(),
+            } }),
+        )
+    }
+
     /// Adds a header line.
-    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+    pub fn with_header(self, name: &str, value: &str) -> Self {
         self.headers.append(name, value);
         self
     }
@@ -353,35 +407,51 @@ impl Response {
         }
     }
 
-    /// The response headers.
+    /// The response headers, to read and edit.
     pub fn headers(&self) -> &Headers {
         &self.headers
     }
 
-    /// The response headers, to edit.
-    pub fn headers_mut(&mut self) -> &mut Headers {
-        &mut self.headers
+    /// The response headers; the same as [`headers`](Self::headers).
+    pub fn headers_mut(&self) -> &Headers {
+        &self.headers
     }
 
     /// The body: always for a response built here; in a response hook, if
     /// this plugin asked for response bodies.
     pub fn body(&self) -> Option<Vec<u8>> {
-        body(self)
+        match &self.local {
+            Some(local) => local.body.clone(),
+            None => message::get_body(),
+        }
     }
 
     /// Replaces the body sent to the client.
     pub fn set_body(&mut self, new: Vec<u8>) {
-        set_body(self, new);
+        match &mut self.local {
+            Some(local) => local.body = Some(new),
+            None => message::set_body(&new),
+        }
+    }
+
+    /// The request this response answers, read-only (see [`RequestHead`]).
+    pub fn request(&self) -> &RequestHead {
+        &self.request
+    }
+
+    /// The request's context, shared with its request hooks.
+    pub fn context(&self) -> &Context {
+        &self.context
     }
 
     /// The name of the route that matched.
     pub fn route(&self) -> String {
-        route(self)
+        self.context.route()
     }
 
     /// The request's `x-request-id`.
     pub fn request_id(&self) -> String {
-        request_id(self)
+        self.context.request_id()
     }
 
     /// This response as a plugin's answer to the gateway.
@@ -443,5 +513,42 @@ mod tests {
             r.headers().get("content-type").as_deref(),
             Some("application/json")
         );
+    }
+
+    #[test]
+    fn an_error_for_a_request_carries_its_id() {
+        let req = Request::new("GET", "/");
+        let r = Response::error_for(&req, 403, "denied", "no");
+        let json: serde_json::Value =
+            serde_json::from_slice(&r.body().unwrap_or_default()).unwrap_or_default();
+        assert_eq!(json["error"]["request_id"], "test-request");
+        assert_eq!(json["error"]["status"], 403);
+    }
+
+    #[test]
+    fn reading_the_request_while_editing_its_headers_needs_no_second_borrow() {
+        let req = Request::new("GET", "/a").with_header("x-user", "alice");
+        req.headers_mut().insert("x-id", &req.request_id());
+        req.headers()
+            .insert("x-copy", &req.headers().get("x-user").unwrap_or_default());
+        assert_eq!(req.headers().get("x-id").as_deref(), Some("test-request"));
+        assert_eq!(req.headers().get("x-copy").as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn a_response_reads_its_request_and_shares_its_context() {
+        let req = Request::new("POST", "/a?b=1").with_header("Origin", "https://x.test");
+        req.context().set("consumer", "alice");
+        let resp = Response::new(200).with_request(&req);
+        assert_eq!(resp.request().method(), "POST");
+        assert_eq!(resp.request().path(), "/a");
+        assert_eq!(resp.request().query(), "b=1");
+        assert_eq!(
+            resp.request().header("origin").as_deref(),
+            Some("https://x.test")
+        );
+        assert_eq!(resp.context().get("consumer").as_deref(), Some("alice"));
+        resp.context().set("seen", "yes");
+        assert_eq!(req.context().get("seen").as_deref(), Some("yes"));
     }
 }

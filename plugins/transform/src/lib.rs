@@ -115,7 +115,7 @@ fn check(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn apply_headers(rules: &HeaderRules, headers: &mut Headers) {
+fn apply_headers(rules: &HeaderRules, headers: &Headers) {
     for name in &rules.remove_headers {
         headers.remove(name);
     }

@@ -3,7 +3,7 @@
 
 wit_bindgen::generate!({
     inline: r#"
-        package gateway:plugin@0.3.0;
+        package gateway:plugin@0.4.0;
 
         interface hooks {
             init: func(config: string) -> result<_, string>;
