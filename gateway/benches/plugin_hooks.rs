@@ -6,6 +6,10 @@
 //! A second group runs a whole route chain over one request and its
 //! response, as the proxy does: what plugins add to a request beyond the
 //! hook calls (checking instances out and in, the exchange, the context).
+//! Its `context/*` and `request-in-response/*` rows price the per-request
+//! context store (a value set by one plugin and read by another) and a
+//! response hook reading the request, each against the same chain of
+//! plugins whose hooks run and do nothing.
 //!
 //! `cargo bench -p gateway --bench plugin_hooks`. The pooled/fresh figures
 //! behind the choice in `gateway/src/plugin/chain.rs` come from here.
@@ -19,15 +23,32 @@ use gateway::config::ByteSize;
 use gateway::plugin::PluginRuntime;
 use gateway::plugin::chain::ChainEntry;
 use gateway::plugin::exchange::{Exchange, Message};
-use gateway::plugin::instance::{Instance, Limits};
+use gateway::plugin::instance::Instance;
+use gateway::plugin::limits::Limits;
+use gateway::plugin::request_context::RequestHead;
 use gateway::plugin::runtime::LoadedPlugin;
-use gateway::plugin::{Chain, HookContext, RequestFlow};
+use gateway::plugin::services::Granted;
+use gateway::plugin::{Chain, RequestContext, RequestFlow};
 use http::HeaderValue;
 
 const LIMITS: Limits = Limits {
     deadline: Duration::from_millis(100),
+    wall_deadline: Duration::from_secs(1),
     memory: ByteSize::mib(16),
 };
+
+fn context(params: &[(&str, &str)]) -> RequestContext {
+    let params = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    RequestContext::new(
+        &HeaderValue::from_static("4f0e4d0a-33a5-4b55-9a8c-52f3b8f1e4a1"),
+        &HeaderValue::from_static("127.0.0.1"),
+        &params,
+        &Arc::from("users"),
+    )
+}
 
 const TRANSFORM_CONFIG: &str = r#"{"request":{"set_headers":{"x-gateway":"bench"},"remove_headers":["x-internal"],"add_query":{"src":"gw"}},"response":{"set_headers":{"x-served-by":"gateway"}}}"#;
 
@@ -40,12 +61,7 @@ fn exchange(headers: usize) -> Exchange {
         );
     }
     let (parts, ()) = request.body(()).expect("request").into_parts();
-    let context = HookContext::new(
-        &HeaderValue::from_static("4f0e4d0a-33a5-4b55-9a8c-52f3b8f1e4a1"),
-        &HeaderValue::from_static("127.0.0.1"),
-        &vec![("id".into(), "42".into())],
-    );
-    Exchange::new(Message::Request(parts), None, context)
+    Exchange::new(Message::Request(parts), None, context(&[("id", "42")]))
 }
 
 fn bench(c: &mut Criterion) {
@@ -82,14 +98,16 @@ fn bench(c: &mut Criterion) {
         for headers in [10, 50] {
             // The transform's edits are idempotent, so one exchange serves every iteration.
             let mut exchange = exchange(headers);
-            let mut pooled = Instance::new(plugin, &route, LIMITS).expect("instance");
+            let mut pooled =
+                Instance::new(plugin, &route, LIMITS, Arc::default()).expect("instance");
             pooled.init(config).expect("init");
             group.bench_function(BenchmarkId::new(format!("{name}/pooled"), headers), |b| {
                 b.iter(|| pooled.on_request(&mut exchange).expect("hook"));
             });
             group.bench_function(BenchmarkId::new(format!("{name}/fresh"), headers), |b| {
                 b.iter(|| {
-                    let mut instance = Instance::new(plugin, &route, LIMITS).expect("instance");
+                    let mut instance =
+                        Instance::new(plugin, &route, LIMITS, Arc::default()).expect("instance");
                     instance.init(config).expect("init");
                     instance.on_request(&mut exchange).expect("hook")
                 });
@@ -106,6 +124,7 @@ fn bench(c: &mut Criterion) {
         .load("noop", &built.join("noop.wasm"))
         .expect("noop");
     let transform = &plugins[1].1;
+    let probe = &plugins[0].1;
     let chains = [
         ("two-no-hook-plugins", vec![(&noop, "{}"), (&noop, "{}")]),
         ("transform", vec![(transform, TRANSFORM_CONFIG)]),
@@ -113,38 +132,59 @@ fn bench(c: &mut Criterion) {
             "transform+two-no-hook-plugins",
             vec![(transform, TRANSFORM_CONFIG), (&noop, "{}"), (&noop, "{}")],
         ),
+        ("context/two-idle-hooks", vec![(probe, "{}"), (probe, "{}")]),
+        (
+            "context/set-then-read",
+            vec![
+                (probe, r#"{"remember_header":"x-user"}"#),
+                (probe, r#"{"recall":"x-user"}"#),
+            ],
+        ),
+        ("request-in-response/idle-hooks", vec![(probe, "{}")]),
+        (
+            "request-in-response/read-origin",
+            vec![(probe, r#"{"echo_request_header":"origin"}"#)],
+        ),
     ];
     for (name, plugins) in chains {
         let entries = plugins
             .into_iter()
             .map(|(plugin, config)| {
-                ChainEntry::new(plugin.clone(), "users", config.to_string(), LIMITS)
-                    .expect("chain entry")
+                ChainEntry::new(
+                    plugin.clone(),
+                    "users",
+                    config.to_string(),
+                    LIMITS,
+                    Arc::<Granted>::default(),
+                )
+                .expect("chain entry")
             })
             .collect();
         let chain = Chain::new(entries, 1 << 20);
-        let context = HookContext::new(
-            &HeaderValue::from_static("4f0e4d0a-33a5-4b55-9a8c-52f3b8f1e4a1"),
-            &HeaderValue::from_static("127.0.0.1"),
-            &Vec::new(),
-        );
         group.bench_function(name, |b| {
-            b.iter(|| rt.block_on(request_and_response(&chain, &context)));
+            b.iter(|| rt.block_on(request_and_response(&chain)));
         });
     }
     group.finish();
 }
 
 /// One request through the chain's request hooks and its response back
-/// through the response hooks, with the headers wrk and nginx send.
-async fn request_and_response(chain: &Chain, context: &HookContext) {
+/// through the response hooks, with the headers wrk and nginx send (and a
+/// browser's `origin`, and a user header for the context rows), keeping the
+/// request for response hooks as the proxy does.
+async fn request_and_response(chain: &Chain) {
+    let mut context = context(&[]);
     let request = http::Request::get("/")
         .header("host", "127.0.0.1:8080")
         .header("x-request-id", "4f0e4d0a-33a5-4b55-9a8c-52f3b8f1e4a1")
+        .header("origin", "https://app.example.com")
+        .header("x-user", "alice")
         .body(body::empty())
         .expect("request");
-    match chain.on_request(request, context).await {
-        Ok(RequestFlow::Forward { .. }) => {}
+    match chain.on_request(request, &mut context).await {
+        Ok(RequestFlow::Forward { request, .. }) => {
+            chain.keep_request(&mut context, || RequestHead::of_request(&request));
+        }
         _ => panic!("the chain should forward"),
     }
     let response = http::Response::builder()
@@ -155,7 +195,7 @@ async fn request_and_response(chain: &Chain, context: &HookContext) {
         .body(body::empty())
         .expect("response");
     chain
-        .on_response(response, chain.len(), context)
+        .on_response(response, chain.len(), &mut context)
         .await
         .expect("response hooks");
 }

@@ -227,8 +227,11 @@ fn check(config: &Config) -> Vec<(String, String)> {
         let limits = plugins.limits;
         check_limits(
             "plugins.limits",
-            Some(limits.deadline),
-            Some(limits.memory),
+            &PluginLimitsOverride {
+                deadline: Some(limits.deadline),
+                wall_deadline: limits.wall_deadline,
+                memory: Some(limits.memory),
+            },
             &mut problem,
         );
     }
@@ -312,8 +315,7 @@ fn check(config: &Config) -> Vec<(String, String)> {
             }
             check_limits(
                 &format!("{at}.plugins[{p}].limits"),
-                plugin.limits.deadline,
-                plugin.limits.memory,
+                &plugin.limits,
                 &mut problem,
             );
         }
@@ -321,16 +323,22 @@ fn check(config: &Config) -> Vec<(String, String)> {
     problems
 }
 
-fn check_limits(
-    at: &str,
-    deadline: Option<HumanDuration>,
-    memory: Option<ByteSize>,
-    problem: &mut impl FnMut(String, String),
-) {
-    if deadline.is_some_and(|d| d.0.is_zero()) {
+fn check_limits(at: &str, limits: &PluginLimitsOverride, problem: &mut impl FnMut(String, String)) {
+    if limits.deadline.is_some_and(|d| d.0.is_zero()) {
         problem(format!("{at}.deadline"), "must be more than 0".into());
     }
-    if let Some(memory) = memory
+    if let (Some(wall), Some(cpu)) = (limits.wall_deadline, limits.deadline)
+        && wall.0 < cpu.0
+    {
+        problem(
+            format!("{at}.wall_deadline"),
+            format!("must be at least the deadline ({}ms)", cpu.0.as_millis()),
+        );
+    }
+    if limits.wall_deadline.is_some_and(|d| d.0.is_zero()) {
+        problem(format!("{at}.wall_deadline"), "must be more than 0".into());
+    }
+    if let Some(memory) = limits.memory
         && !(ByteSize::mib(1).0..=MAX_PLUGIN_MEMORY.0).contains(&memory.0)
     {
         problem(

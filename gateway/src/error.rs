@@ -46,11 +46,13 @@ pub enum ProxyError {
         route: String,
         reason: String,
     },
-    #[error("plugin \"{plugin}\" on route \"{route}\" ran past its {}ms deadline", deadline.as_millis())]
+    /// `limit` says which: its CPU `deadline`, or its `wall-clock ceiling`.
+    #[error("plugin \"{plugin}\" on route \"{route}\" ran past its {}ms {limit}", deadline.as_millis())]
     PluginTimeout {
         plugin: String,
         route: String,
         deadline: Duration,
+        limit: &'static str,
     },
     #[error("internal error: {0}")]
     Internal(String),

@@ -46,11 +46,14 @@ fn validate(file: PathBuf) -> ExitCode {
     // Everything `run` would check, plugins included, short of serving.
     let checked = runtime.block_on(async {
         let config = config::load(&file)?;
-        gateway::server::build(&config).await?;
-        Ok::<_, gateway::StartError>(config)
+        let (snapshot, _) = gateway::server::build(&config).await?;
+        Ok::<_, gateway::StartError>((config, snapshot.warnings))
     });
     match checked {
-        Ok(config) => {
+        Ok((config, warnings)) => {
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "OK: {} is valid ({} routes, {} upstreams)",
                 file.display(),

@@ -1,20 +1,42 @@
 //! WebAssembly plugins: one wasmtime engine, components loaded from the
 //! plugin folder, and per-route chains of request and response hooks.
 //!
-//! `runtime` owns the engine and loads `.wasm` files; `instance` runs one
-//! sandboxed instance with its deadline and memory limit; `exchange` is the
-//! message a hook reads and edits through host calls; `chain` runs a route's
-//! hooks in order.
+//! A request meets plugins in `chain`: the route's request hooks in order,
+//! then (after the upstream, or after a plugin or the gateway answered) its
+//! response hooks in reverse, all over one `exchange` holding the message and
+//! the request's `request_context`. Each hook runs on a pooled `instance`
+//! under its `limits` (memory; CPU time with a wall-clock ceiling). The
+//! `runtime` owns the engine and loads `.wasm` files, refusing a component
+//! built for another contract version or importing what no config grants.
+//!
+//! What a plugin can call is what the linker in `host` holds: WASI with
+//! nothing granted (`wasi`), the basic imports every plugin has (`host/`:
+//! the message, the request, the response, the request's context, the log),
+//! and host services. A host service is something an operator grants per
+//! plugin in config (`plugins.grants.<plugin>.<service>`), denied by default.
+//! Each lives in one file under `services/` as a `HostService`: the config
+//! key that grants it, the WIT interface it provides, its host functions,
+//! and what it builds from a grant once per snapshot (a key set, a Redis
+//! client, the names a plugin may read). Its state reaches its host functions
+//! through the store (`HostState::granted`). Registering it is one line in
+//! `services::ALL`; the chain and the proxy pipeline never change for a new
+//! service. A component's imports are read once, at load: a plugin that
+//! imports a service it was not granted is refused then, naming the config
+//! key that would grant it, never at its first call.
 
 pub mod bindings;
 pub mod chain;
 pub mod exchange;
+pub mod host;
 pub mod instance;
+pub mod limits;
+pub mod request_context;
 pub mod runtime;
+pub mod services;
 pub mod wasi;
 
-pub use chain::{Chain, RequestFlow};
-pub use exchange::HookContext;
+pub use chain::{Chain, HookFailure, RequestFlow};
+pub use request_context::RequestContext;
 pub use runtime::PluginRuntime;
 
 /// Why a plugin could not be loaded or did not complete a hook.
@@ -39,10 +61,15 @@ pub enum PluginError {
     },
     #[error("{path} needs an import the gateway does not grant: {reason}")]
     Link { path: String, reason: String },
-    #[error("refused its config: {0}")]
-    Refused(String),
+    #[error("{path} imports {interface}, which the gateway never grants to plugins")]
+    NeverGranted { path: String, interface: String },
+    /// `field` is where in the plugin's config, as `origins[2]`; empty for the whole.
+    #[error("refused its config: {message}")]
+    Refused { field: String, message: String },
     #[error("ran past its {}ms deadline", .0.as_millis())]
     Deadline(std::time::Duration),
+    #[error("ran past its {}ms wall-clock ceiling", .0.as_millis())]
+    WallDeadline(std::time::Duration),
     #[error("exceeded its memory limit of {0}")]
     Memory(crate::config::ByteSize),
     #[error("trapped: {0}")]

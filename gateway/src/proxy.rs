@@ -1,6 +1,10 @@
 //! The request pipeline, top to bottom: route, plugin request hooks, prepare,
 //! balance and forward, plugin response hooks, answer. Each arrow of the
 //! README's request-flow diagram is one call in `proxy`.
+//!
+//! Once a route matched, every answer passes through its chain's response
+//! hooks, the gateway's own errors included (so a CORS plugin's headers reach
+//! a browser on a 502 too); errors before routing (400, 404) have no chain.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +19,8 @@ use hyper_util::rt::TokioIo;
 use crate::balance::RequestInfo;
 use crate::body::{self, Body};
 use crate::error::ProxyError;
-use crate::plugin::{HookContext, RequestFlow};
+use crate::plugin::request_context::RequestHead;
+use crate::plugin::{HookFailure, RequestContext, RequestFlow};
 use crate::routing::{Matched, rewrite};
 use crate::snapshot::Snapshot;
 use crate::upstream::headers::{self, X_REQUEST_ID};
@@ -48,19 +53,22 @@ pub async fn handle(
     let request_id = headers::ensure_request_id(request.headers_mut());
     let mut response = match proxy(snapshot, request, client, &request_id).await {
         Ok(response) => response,
-        Err(error) => {
-            let (status, _) = error.status_and_code();
-            if status.is_server_error() {
-                tracing::warn!(request_id = ?request_id, %error, "request failed");
-            } else {
-                tracing::debug!(request_id = ?request_id, %error, "request refused");
-            }
-            let id = request_id.to_str().unwrap_or("");
-            error.to_response(id).map(Either::Right)
-        }
+        Err(error) => error_response(&error, &request_id),
     };
     response.headers_mut().insert(&X_REQUEST_ID, request_id);
     response
+}
+
+/// The gateway's JSON answer for `error`, logged.
+fn error_response(error: &ProxyError, request_id: &HeaderValue) -> Response<Body> {
+    let (status, _) = error.status_and_code();
+    if status.is_server_error() {
+        tracing::warn!(request_id = ?request_id, %error, "request failed");
+    } else {
+        tracing::debug!(request_id = ?request_id, %error, "request refused");
+    }
+    let id = request_id.to_str().unwrap_or("");
+    error.to_response(id).map(Either::Right)
 }
 
 /// The pipeline itself.
@@ -86,44 +94,77 @@ async fn proxy(
         })?;
     let route = matched.route;
     let upstream = snapshot.upstream(route.upstream)?;
-    let timeout = route.timeout.unwrap_or(upstream.request_timeout);
-    let plugins = &route.plugins;
-    let context = (!plugins.is_empty())
-        .then(|| HookContext::new(request_id, &client.ip_text, &matched.params));
-
     let client_upgrade =
         headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
-    let (request, path_set) = match &context {
-        None => (request.map(Either::Left), false),
-        Some(context) => match plugins
-            .on_request(request.map(Either::Left), context)
-            .await?
-        {
-            RequestFlow::Forward { request, path_set } => (request, path_set),
-            RequestFlow::Respond { response, ran } => {
-                return plugins.on_response(response, ran, context).await;
-            }
-        },
-    };
-    let outgoing = upstream_request(
-        request,
-        &matched,
-        path_set,
+    let plugins = &route.plugins;
+    let request = request.map(Either::Left);
+    let target = Target {
+        matched: &matched,
         upstream,
-        &client.ip_text,
-        &host,
-    )?;
-    let mut response = forward(upstream, outgoing, client.ip, timeout).await?;
-    if let Some(client_upgrade) = client_upgrade
-        && response.status() == StatusCode::SWITCHING_PROTOCOLS
-    {
-        tunnel(client_upgrade, hyper::upgrade::on(&mut response));
+        client,
+        host: &host,
+        client_upgrade,
+    };
+    if plugins.is_empty() {
+        return target.exchange(request, false, None).await;
     }
-    headers::remove_hop_by_hop(response.headers_mut());
-    let response = response.map(Either::Left);
-    match &context {
-        None => Ok(response),
-        Some(context) => plugins.on_response(response, plugins.len(), context).await,
+
+    let mut context =
+        RequestContext::new(request_id, &client.ip_text, &matched.params, &upstream.name);
+    let (response, ran) = match plugins.on_request(request, &mut context).await {
+        Ok(RequestFlow::Forward { request, path_set }) => {
+            let sent = target.exchange(request, path_set, Some((plugins, &mut context)));
+            match sent.await {
+                Ok(response) => (response, plugins.len()),
+                Err(error) => (error_response(&error, request_id), plugins.len()),
+            }
+        }
+        Ok(RequestFlow::Respond { response, ran }) => (response, ran),
+        Err(HookFailure { error, ran }) => (error_response(&error, request_id), ran),
+    };
+    plugins.on_response(response, ran, &mut context).await
+}
+
+/// Where a routed request goes, and what it needs to get there.
+struct Target<'a> {
+    matched: &'a Matched<'a>,
+    upstream: &'a Upstream,
+    client: &'a Client,
+    host: &'a str,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+impl Target<'_> {
+    /// Prepares the request for the upstream, sends it, and takes the
+    /// response (joining the two sides of an accepted WebSocket upgrade).
+    /// With plugins, the request as sent is kept for their response hooks.
+    async fn exchange(
+        self,
+        request: Request<Body>,
+        path_set: bool,
+        plugins: Option<(&crate::plugin::Chain, &mut RequestContext)>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let route = self.matched.route;
+        let timeout = route.timeout.unwrap_or(self.upstream.request_timeout);
+        let outgoing = upstream_request(
+            request,
+            self.matched,
+            path_set,
+            self.upstream,
+            &self.client.ip_text,
+            self.host,
+        )?;
+        if let Some((chain, context)) = plugins {
+            chain.keep_request(context, || RequestHead::of_request(&outgoing));
+        }
+        let mut response = forward(self.upstream, outgoing, self.client.ip, timeout).await?;
+        if let Some(client_upgrade) = self.client_upgrade
+            && response.status() == StatusCode::SWITCHING_PROTOCOLS
+        {
+            tunnel(client_upgrade, hyper::upgrade::on(&mut response));
+        }
+        headers::remove_hop_by_hop(response.headers_mut());
+        Ok(response.map(Either::Left))
     }
 }
 

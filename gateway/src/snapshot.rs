@@ -9,6 +9,7 @@ use crate::config::{Config, ConfigError, PluginsConfig, RouteConfig};
 use crate::error::ProxyError;
 use crate::plugin::chain::ChainEntry;
 use crate::plugin::runtime::LoadedPlugin;
+use crate::plugin::services::{self, Granted};
 use crate::plugin::{Chain, PluginError, PluginRuntime};
 use crate::routing::{Route, Router};
 use crate::upstream::{Upstream, spawn_health_checks};
@@ -23,10 +24,12 @@ pub struct Snapshot {
     pub warnings: Vec<String>,
 }
 
-/// A loaded plugin and whether its file is still where it was loaded from.
+/// A loaded plugin, the host services it was granted, and whether its file
+/// is still where it was loaded from.
 #[derive(Debug, Clone)]
 pub struct PluginInUse {
     pub loaded: Arc<LoadedPlugin>,
+    pub granted: Arc<Granted>,
     pub file_present: bool,
     pub routes: Vec<String>,
 }
@@ -48,7 +51,7 @@ impl Snapshot {
                 let same = previous.and_then(|p| {
                     p.upstreams
                         .iter()
-                        .find(|u| u.name == *name && u.config == *upstream)
+                        .find(|u| *u.name == **name && u.config == *upstream)
                 });
                 match same {
                     Some(kept) => kept.clone(),
@@ -59,7 +62,7 @@ impl Snapshot {
         let mut built = Built::default();
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
-            let Some(upstream) = upstreams.iter().position(|u| u.name == route.upstream) else {
+            let Some(upstream) = upstreams.iter().position(|u| *u.name == *route.upstream) else {
                 built.problems.push((
                     format!("routes[{i}].upstream"),
                     format!("no upstream named \"{}\"", route.upstream),
@@ -135,7 +138,8 @@ async fn build_chain(
     let problems_before = built.problems.len();
     for (j, plugin) in route.plugins.iter().enumerate() {
         let at = format!("routes[{i}].plugins[{j}]");
-        let Some(loaded) = load(runtime, &dir, &plugin.name, previous, built, &at).await else {
+        let Some(in_use) = load(runtime, settings, &dir, &plugin.name, previous, built, &at).await
+        else {
             continue;
         };
         if let Some(in_use) = built.plugins.get_mut(&plugin.name)
@@ -149,10 +153,10 @@ async fn build_chain(
             serde_json::Value::Null => "{}".to_string(),
             value => value.to_string(),
         };
-        match ChainEntry::new(loaded, &route.name, json, limits) {
+        match ChainEntry::new(in_use.loaded, &route.name, json, limits, in_use.granted) {
             Ok(entry) => entries.push(entry),
-            Err(PluginError::Refused(message)) => built.problems.push((
-                format!("{at}.config"),
+            Err(PluginError::Refused { field, message }) => built.problems.push((
+                join_field(&format!("{at}.config"), &field),
                 format!(
                     "plugin \"{}\" refused the config of route \"{}\": {message}",
                     plugin.name, route.name
@@ -168,64 +172,117 @@ async fn build_chain(
         .then(|| Chain::new(entries, settings.max_body_bytes.0))
 }
 
-/// The compiled plugin `name`: from its file (compiled off the async
-/// workers), or, when the file is gone, the version already running.
+/// `field` (as a plugin or service reports it: `origins[2]`, `a.b`) below `at`.
+fn join_field(at: &str, field: &str) -> String {
+    if field.is_empty() || field.starts_with('[') {
+        format!("{at}{field}")
+    } else {
+        format!("{at}.{field}")
+    }
+}
+
+/// The compiled plugin `name` with its grants: from its file (compiled off
+/// the async workers), or, when the file is gone, the version already running.
 async fn load(
     runtime: &Arc<PluginRuntime>,
+    settings: &PluginsConfig,
     dir: &std::path::Path,
     name: &str,
     previous: Option<&Snapshot>,
     built: &mut Built,
     at: &str,
-) -> Option<Arc<LoadedPlugin>> {
+) -> Option<PluginInUse> {
     if let Some(in_use) = built.plugins.get(name) {
-        return Some(in_use.loaded.clone());
+        return Some(in_use.clone());
     }
     let path = dir.join(format!("{name}.wasm"));
-    if !path.is_file() {
-        if let Some(running) = previous.and_then(|p| p.plugins.get(name)) {
-            built.warnings.push(format!(
-                "plugin \"{name}\": {} was removed; routes keep the version loaded before (sha256 {})",
-                path.display(),
-                running.loaded.sha256
-            ));
-            let kept = PluginInUse {
-                loaded: running.loaded.clone(),
-                file_present: false,
-                routes: Vec::new(),
-            };
-            built.plugins.insert(name.to_string(), kept);
-            return Some(running.loaded.clone());
+    let (loaded, file_present) = if path.is_file() {
+        let compiling = {
+            let (runtime, name, path) = (runtime.clone(), name.to_string(), path.clone());
+            tokio::task::spawn_blocking(move || runtime.load(&name, &path))
+        };
+        let result = match compiling.await {
+            Ok(result) => result,
+            Err(e) => Err(PluginError::Engine(format!("the compile task failed: {e}"))),
+        };
+        match result {
+            Ok(loaded) => (loaded, true),
+            Err(e) => {
+                built
+                    .problems
+                    .push((format!("{at}.name"), format!("plugin \"{name}\": {e}")));
+                return None;
+            }
         }
+    } else if let Some(running) = previous.and_then(|p| p.plugins.get(name)) {
+        built.warnings.push(format!(
+            "plugin \"{name}\": {} was removed; routes keep the version loaded before (sha256 {})",
+            path.display(),
+            running.loaded.sha256
+        ));
+        (running.loaded.clone(), false)
+    } else {
         built.problems.push((
             format!("{at}.name"),
             format!("no plugin \"{name}\": {} does not exist", path.display()),
         ));
         return None;
-    }
-    let compiling = {
-        let (runtime, name, path) = (runtime.clone(), name.to_string(), path.clone());
-        tokio::task::spawn_blocking(move || runtime.load(&name, &path))
     };
-    let result = match compiling.await {
-        Ok(result) => result,
-        Err(e) => Err(PluginError::Engine(format!("the compile task failed: {e}"))),
+    let granted = grants(settings, name, &loaded, built, at)?;
+    let in_use = PluginInUse {
+        loaded,
+        granted,
+        file_present,
+        routes: Vec::new(),
     };
-    match result {
-        Ok(loaded) => {
-            let in_use = PluginInUse {
-                loaded: loaded.clone(),
-                file_present: true,
-                routes: Vec::new(),
-            };
-            built.plugins.insert(name.to_string(), in_use);
-            Some(loaded)
+    built.plugins.insert(name.to_string(), in_use.clone());
+    Some(in_use)
+}
+
+/// The host services `plugins.grants.<name>` grants, checked against what
+/// the plugin imports: an import without a grant is a problem at the chain
+/// entry, a grant without an import a warning.
+fn grants(
+    settings: &PluginsConfig,
+    name: &str,
+    loaded: &LoadedPlugin,
+    built: &mut Built,
+    at: &str,
+) -> Option<Arc<Granted>> {
+    let empty = BTreeMap::new();
+    let config = settings.grants.get(name).unwrap_or(&empty);
+    let granted = match services::configure(config) {
+        Ok(granted) => granted,
+        Err(problems) => {
+            let base = format!("plugins.grants.{name}");
+            built.problems.extend(
+                problems
+                    .into_iter()
+                    .map(|(field, message)| (join_field(&base, &field), message)),
+            );
+            return None;
         }
-        Err(e) => {
-            built
-                .problems
-                .push((format!("{at}.name"), format!("plugin \"{name}\": {e}")));
-            None
+    };
+    let mut missing = false;
+    for key in &loaded.services {
+        if !granted.has(key) {
+            missing = true;
+            built.problems.push((
+                format!("{at}.name"),
+                format!(
+                    "plugin \"{name}\" imports {}, which it is not granted; grant it under plugins.grants.{name}.{key}",
+                    services::interface_of(key).unwrap_or(key),
+                ),
+            ));
         }
     }
+    for key in config.keys() {
+        if !loaded.services.contains(&key.as_str()) {
+            built.warnings.push(format!(
+                "plugins.grants.{name}.{key}: plugin \"{name}\" does not import {}; the grant has no effect",
+                services::interface_of(key).unwrap_or(key),
+            ));
+        }
+    }
+    (!missing).then(|| Arc::new(granted))
 }

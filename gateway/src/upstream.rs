@@ -22,7 +22,7 @@ use pool::ConnectionPool;
 
 #[derive(Debug)]
 pub struct Upstream {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub pool: Pool,
     connections: std::sync::Arc<ConnectionPool>,
     pub request_timeout: Duration,
@@ -60,7 +60,7 @@ impl Upstream {
         );
         let authorities: Vec<_> = pool.targets().iter().map(|t| t.authority.clone()).collect();
         Self {
-            name: name.to_string(),
+            name: name.into(),
             connections: std::sync::Arc::new(ConnectionPool::new(
                 &authorities,
                 config.timeouts.connect.0,
@@ -81,7 +81,7 @@ impl Upstream {
     pub fn pick(&self, request: &RequestInfo, exclude: Option<usize>) -> Result<usize, ProxyError> {
         self.pool
             .pick(request, exclude)
-            .ok_or_else(|| ProxyError::NoHealthyTarget(self.name.clone()))
+            .ok_or_else(|| ProxyError::NoHealthyTarget(self.name.to_string()))
     }
 
     /// Sends one attempt to `target` and waits for the response head.
@@ -131,7 +131,7 @@ impl Upstream {
     /// The error a client sees for a failed attempt.
     pub fn error_for(&self, target: usize, error: AttemptError) -> ProxyError {
         let target = self.pool.targets()[target].authority.to_string();
-        let upstream = self.name.clone();
+        let upstream = self.name.to_string();
         match error {
             AttemptError::Timeout(timeout) => ProxyError::UpstreamTimeout {
                 upstream,

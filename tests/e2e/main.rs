@@ -6,7 +6,11 @@ mod support;
 
 mod bad_input;
 mod balancing;
+mod cors;
+mod deadlines;
+mod grants;
 mod health;
+mod plugin_context;
 mod plugins;
 mod protocols;
 mod proxy_headers;

@@ -134,7 +134,7 @@ fn place(from: &Path, to: &Path, how: usize) {
 
 /// A plugin folder with `stamp.wasm` (starting as version 1) and both versions beside it.
 fn stamp_plugins() -> (PluginDir, std::path::PathBuf, std::path::PathBuf) {
-    let plugins = PluginDir::with(&["stamp-v1", "stamp-v2", "probe", "next-major"]);
+    let plugins = PluginDir::with(&["stamp-v1", "stamp-v2", "probe", "next-major", "sockets"]);
     let versions = tempfile::tempdir().expect("temp dir").keep();
     let (v1, v2) = (versions.join("v1.wasm"), versions.join("v2.wasm"));
     std::fs::rename(plugins.file("stamp-v1"), &v1).expect("move v1");
@@ -303,6 +303,9 @@ async fn invalid_changes_keep_the_old_behaviour_and_are_reported() {
     let next_major = |_: &Gateway| {
         std::fs::copy(plugins.file("next-major"), &stamp).expect("copy");
     };
+    let sockets = |_: &Gateway| {
+        std::fs::copy(plugins.file("sockets"), &stamp).expect("copy");
+    };
     let refused = |gw: &Gateway| {
         gw.replace_config(&good.replace(
             "routes:\n",
@@ -310,7 +313,7 @@ async fn invalid_changes_keep_the_old_behaviour_and_are_reported() {
         ))
     };
     let bad_yaml = |gw: &Gateway| gw.edit_config("routes: [\n");
-    let cases: [(&str, &Breaker, &str); 4] = [
+    let cases: [(&str, &Breaker, &str); 5] = [
         (
             "not a component",
             &garbage,
@@ -319,7 +322,12 @@ async fn invalid_changes_keep_the_old_behaviour_and_are_reported() {
         (
             "another WIT major",
             &next_major,
-            "was built for gateway:plugin@0.3.0",
+            "was built for gateway:plugin@0.4.0",
+        ),
+        (
+            "an import no config grants",
+            &sockets,
+            "stamp.wasm imports wasi:sockets/",
         ),
         (
             "refused config",

@@ -78,6 +78,11 @@ pub struct PluginsConfig {
     /// Largest body buffered for plugins that ask for bodies (else 413 / 502).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: ByteSize,
+    /// Host services granted per plugin: plugin name, then service key,
+    /// then what that service takes (`{ secret-reader: { env: [API_KEY] } }`).
+    /// Nothing is granted by default.
+    #[serde(default)]
+    pub grants: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
 fn default_max_body() -> ByteSize {
@@ -88,7 +93,11 @@ fn default_max_body() -> ByteSize {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginLimits {
+    /// CPU time one hook call may use.
     pub deadline: HumanDuration,
+    /// Wall time after which a call ends whatever CPU it used; default ten
+    /// times `deadline`, and at least 1s.
+    pub wall_deadline: Option<HumanDuration>,
     pub memory: ByteSize,
 }
 
@@ -96,6 +105,7 @@ impl Default for PluginLimits {
     fn default() -> Self {
         Self {
             deadline: HumanDuration(std::time::Duration::from_millis(20)),
+            wall_deadline: None,
             memory: ByteSize::mib(16),
         }
     }
@@ -107,6 +117,8 @@ impl Default for PluginLimits {
 pub struct PluginLimitsOverride {
     #[serde(default)]
     pub deadline: Option<HumanDuration>,
+    #[serde(default)]
+    pub wall_deadline: Option<HumanDuration>,
     #[serde(default)]
     pub memory: Option<ByteSize>,
 }

@@ -1,8 +1,10 @@
 //! A route's plugin chain: request hooks in order, response hooks in reverse,
 //! each on a pooled instance, all over one `Exchange` holding the message.
 //!
-//! Instances are reused across requests (one request at a time each) rather
-//! than created fresh per request. Measured with `cargo bench -p gateway
+//! Instances are reused across requests rather than created fresh per
+//! request: each serves one hook call at a time, and a request's response
+//! hook may run on another instance than its request hook, so whatever one
+//! hook leaves for another travels in the request's `RequestContext`. Measured with `cargo bench -p gateway
 //! --bench plugin_hooks` on this project's 2-core machine (medians):
 //!
 //! | request hook          | pooled  | fresh   |
@@ -17,6 +19,13 @@
 //! instance that fails (trap, deadline, memory) is dropped, never reused, so
 //! a bad request cannot leave state behind for the next; plugin state that
 //! outlives a request is per instance and not shared (like proxy-wasm VMs).
+//!
+//! Which responses meet which response hooks: a plugin's early answer, those
+//! of the plugins that ran (itself included); a plugin's failure, those of the
+//! plugins that ran before it; every other response after routing (the
+//! upstream's, and the gateway's own errors: 413, 502, 503, 504), those of
+//! the whole chain. `HookFailure::ran` and `RequestFlow::Respond::ran` carry
+//! the count.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -27,9 +36,12 @@ use http::{Request, Response, StatusCode};
 
 use super::PluginError;
 use super::bindings::{self, Capabilities};
-use super::exchange::{Exchange, HookContext, Message, parse_header};
-use super::instance::{Instance, Limits};
+use super::exchange::{Exchange, Message, parse_header};
+use super::instance::Instance;
+use super::limits::{Limits, default_wall_deadline};
+use super::request_context::{RequestContext, RequestHead};
 use super::runtime::LoadedPlugin;
+use super::services::Granted;
 use crate::body::{self, Body, BufferError};
 use crate::config::{PluginLimits, PluginLimitsOverride};
 use crate::error::ProxyError;
@@ -44,6 +56,7 @@ pub struct ChainEntry {
     route: Arc<str>,
     config: String,
     limits: Limits,
+    granted: Arc<Granted>,
     capabilities: Capabilities,
     idle: Mutex<Vec<Instance>>,
 }
@@ -56,15 +69,17 @@ impl ChainEntry {
         route: &str,
         config: String,
         limits: Limits,
+        granted: Arc<Granted>,
     ) -> Result<Self, PluginError> {
         let route: Arc<str> = route.into();
-        let mut first = Instance::new(&plugin, &route, limits)?;
+        let mut first = Instance::new(&plugin, &route, limits, granted.clone())?;
         let capabilities = first.init(&config)?;
         Ok(Self {
             plugin,
             route,
             config,
             limits,
+            granted,
             capabilities,
             idle: Mutex::new(vec![first]),
         })
@@ -111,7 +126,8 @@ impl ChainEntry {
     }
 
     fn new_instance(&self) -> Result<Instance, PluginError> {
-        let mut instance = Instance::new(&self.plugin, &self.route, self.limits)?;
+        let mut instance =
+            Instance::new(&self.plugin, &self.route, self.limits, self.granted.clone())?;
         instance.init(&self.config)?;
         Ok(instance)
     }
@@ -123,6 +139,13 @@ impl ChainEntry {
                 plugin,
                 route,
                 deadline,
+                limit: "deadline",
+            },
+            PluginError::WallDeadline(deadline) => ProxyError::PluginTimeout {
+                plugin,
+                route,
+                deadline,
+                limit: "wall-clock ceiling",
             },
             other => ProxyError::PluginFailed {
                 plugin,
@@ -135,8 +158,13 @@ impl ChainEntry {
 
 /// A chain entry's limits: the plugin's overrides over the defaults.
 pub fn limits(defaults: &PluginLimits, overrides: &PluginLimitsOverride) -> Limits {
+    let deadline = overrides.deadline.unwrap_or(defaults.deadline).0;
     Limits {
-        deadline: overrides.deadline.unwrap_or(defaults.deadline).0,
+        deadline,
+        wall_deadline: overrides
+            .wall_deadline
+            .or(defaults.wall_deadline)
+            .map_or_else(|| default_wall_deadline(deadline), |d| d.0),
         memory: overrides.memory.unwrap_or(defaults.memory),
     }
 }
@@ -154,6 +182,14 @@ pub enum RequestFlow {
         response: Response<Body>,
         ran: usize,
     },
+}
+
+/// The request hooks could not complete: the error to answer with, and how
+/// many plugins (from the first) get their response hooks on that answer.
+#[derive(Debug)]
+pub struct HookFailure {
+    pub error: ProxyError,
+    pub ran: usize,
 }
 
 /// A route's plugins, in order.
@@ -184,12 +220,27 @@ impl Chain {
         self.entries.len()
     }
 
+    /// Whether some plugin may still have its response hook called: only
+    /// then is the request kept for response hooks to read.
+    pub fn has_response_hooks(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.plugin.response_hook.load(Ordering::Relaxed))
+    }
+
+    /// Keeps the request as response hooks will read it, if any will.
+    pub fn keep_request(&self, context: &mut RequestContext, head: impl FnOnce() -> RequestHead) {
+        if self.has_response_hooks() {
+            context.set_request(head());
+        }
+    }
+
     /// Runs the request hooks in order until one answers.
     pub async fn on_request(
         &self,
         request: Request<Body>,
-        context: &HookContext,
-    ) -> Result<RequestFlow, ProxyError> {
+        context: &mut RequestContext,
+    ) -> Result<RequestFlow, HookFailure> {
         // Nothing to call (no plugins, or none with a request hook): skip the conversions.
         let any_hook = self
             .entries
@@ -203,63 +254,97 @@ impl Chain {
         }
         let (parts, body) = request.into_parts();
         let wants_body = self.entries.iter().any(|e| e.capabilities.request_body);
-        let mut held: Option<Bytes> = None;
-        let mut streaming = Some(body);
-        if wants_body {
-            let declared = parts
-                .headers
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > self.max_body) {
-                return Err(ProxyError::PayloadTooLarge {
-                    limit: self.max_body,
-                });
+        let (held, streaming) = if wants_body {
+            match self.buffer_request(&parts, body).await {
+                Ok(held) => (Some(held), None),
+                Err(error) => {
+                    // The gateway's own answer: every response hook sees it.
+                    self.keep_request(context, || RequestHead::of_parts(&parts));
+                    let ran = self.len();
+                    return Err(HookFailure { error, ran });
+                }
             }
-            let body = streaming.take().unwrap_or_else(body::empty);
-            held = Some(
-                body::buffer(body, self.max_body)
-                    .await
-                    .map_err(|e| match e {
-                        BufferError::TooLarge(limit) => ProxyError::PayloadTooLarge { limit },
-                        BufferError::Read(reason) => ProxyError::BadRequest(reason),
-                    })?,
-            );
-        }
+        } else {
+            (None, Some(body))
+        };
 
-        let mut exchange = Exchange::new(Message::Request(parts), held, context.clone());
+        let mut exchange = Exchange::new(Message::Request(parts), held, std::mem::take(context));
+        let outcome = self.request_hooks(&mut exchange);
+        *context = exchange.context.take().unwrap_or_default();
+        let Message::Request(mut parts) = exchange.message else {
+            unreachable!("hooks cannot change the kind of message");
+        };
+        match outcome {
+            Err(failure) => {
+                self.keep_request(context, || RequestHead::of_parts(&parts));
+                Err(failure)
+            }
+            Ok(Some((response, ran))) => {
+                self.keep_request(context, || RequestHead::of_parts(&parts));
+                Ok(RequestFlow::Respond { response, ran })
+            }
+            Ok(None) => {
+                if exchange.body_edited {
+                    // The old length no longer holds; hyper sets the new one.
+                    parts.headers.remove(CONTENT_LENGTH);
+                }
+                Ok(RequestFlow::Forward {
+                    request: Request::from_parts(parts, reassemble(exchange.body, streaming)),
+                    path_set: exchange.path_set,
+                })
+            }
+        }
+    }
+
+    /// The request body, buffered for the plugins that asked for it.
+    async fn buffer_request(
+        &self,
+        parts: &http::request::Parts,
+        body: Body,
+    ) -> Result<Bytes, ProxyError> {
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body) {
+            return Err(ProxyError::PayloadTooLarge {
+                limit: self.max_body,
+            });
+        }
+        body::buffer(body, self.max_body)
+            .await
+            .map_err(|e| match e {
+                BufferError::TooLarge(limit) => ProxyError::PayloadTooLarge { limit },
+                BufferError::Read(reason) => ProxyError::BadRequest(reason),
+            })
+    }
+
+    /// The request hooks over `exchange`, in order: `Some` when one answered,
+    /// with the number of plugins that ran.
+    fn request_hooks(
+        &self,
+        exchange: &mut Exchange,
+    ) -> Result<Option<(Response<Body>, usize)>, HookFailure> {
         for (index, entry) in self.entries.iter().enumerate() {
             if !entry.plugin.request_hook.load(Ordering::Relaxed) {
                 continue;
             }
             exchange.body_visible = entry.capabilities.request_body;
-            let action = entry.run(&mut exchange, Instance::on_request)?;
+            let failed = |error| HookFailure { error, ran: index };
+            let action = entry.run(exchange, Instance::on_request).map_err(failed)?;
             match action {
                 bindings::RequestAction::Continue => {}
                 bindings::RequestAction::NotImplemented => {
                     entry.plugin.request_hook.store(false, Ordering::Relaxed);
                 }
                 bindings::RequestAction::Respond(answer) => {
-                    let response = http_response(answer).map_err(|e| entry.error(e))?;
-                    return Ok(RequestFlow::Respond {
-                        response,
-                        ran: index + 1,
-                    });
+                    let response = http_response(answer).map_err(|e| failed(entry.error(e)))?;
+                    return Ok(Some((response, index + 1)));
                 }
             }
         }
-
-        let Message::Request(mut parts) = exchange.message else {
-            unreachable!("hooks cannot change the kind of message");
-        };
-        if exchange.body_edited {
-            // The old length no longer holds; hyper sets the new one.
-            parts.headers.remove(CONTENT_LENGTH);
-        }
-        Ok(RequestFlow::Forward {
-            request: Request::from_parts(parts, reassemble(exchange.body, streaming)),
-            path_set: exchange.path_set,
-        })
+        Ok(None)
     }
 
     /// Runs the response hooks of the first `ran` plugins, last first.
@@ -267,7 +352,7 @@ impl Chain {
         &self,
         response: Response<Body>,
         ran: usize,
-        context: &HookContext,
+        context: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
         let entries = &self.entries[..ran.min(self.entries.len())];
         if !entries
@@ -290,17 +375,10 @@ impl Chain {
                 }
             })?);
         }
-        let mut exchange = Exchange::new(Message::Response(parts), held, context.clone());
-        for entry in entries.iter().rev() {
-            if !entry.plugin.response_hook.load(Ordering::Relaxed) {
-                continue;
-            }
-            exchange.body_visible = entry.capabilities.response_body;
-            let action = entry.run(&mut exchange, Instance::on_response)?;
-            if let bindings::ResponseAction::NotImplemented = action {
-                entry.plugin.response_hook.store(false, Ordering::Relaxed);
-            }
-        }
+        let mut exchange = Exchange::new(Message::Response(parts), held, std::mem::take(context));
+        let outcome = Self::response_hooks(entries, &mut exchange);
+        *context = exchange.context.take().unwrap_or_default();
+        outcome?;
         let Message::Response(mut parts) = exchange.message else {
             unreachable!("hooks cannot change the kind of message");
         };
@@ -311,6 +389,20 @@ impl Chain {
             parts,
             reassemble(exchange.body, streaming),
         ))
+    }
+
+    fn response_hooks(entries: &[ChainEntry], exchange: &mut Exchange) -> Result<(), ProxyError> {
+        for entry in entries.iter().rev() {
+            if !entry.plugin.response_hook.load(Ordering::Relaxed) {
+                continue;
+            }
+            exchange.body_visible = entry.capabilities.response_body;
+            let action = entry.run(exchange, Instance::on_response)?;
+            if let bindings::ResponseAction::NotImplemented = action {
+                entry.plugin.response_hook.store(false, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -2,48 +2,12 @@
 //! calls (WIT `message`, `request`, `response`, `context`): nothing is copied
 //! into the plugin unless it asks for it.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, StatusCode, Uri, request, response};
 
-use crate::routing::Params;
-
-/// The facts hooks may read, shared by every hook call of one request.
-/// (The route's name is the instance's own: each chain entry belongs to one route.)
-#[derive(Debug, Clone)]
-pub struct HookContext(Arc<ContextData>);
-
-#[derive(Debug)]
-struct ContextData {
-    request_id: HeaderValue,
-    client_ip: HeaderValue,
-    params: Params,
-}
-
-impl HookContext {
-    pub fn new(request_id: &HeaderValue, client_ip: &HeaderValue, params: &Params) -> Self {
-        Self(Arc::new(ContextData {
-            request_id: request_id.clone(),
-            client_ip: client_ip.clone(),
-            params: params.clone(),
-        }))
-    }
-
-    pub fn request_id(&self) -> String {
-        lossy(&self.0.request_id)
-    }
-
-    pub fn client_address(&self) -> String {
-        lossy(&self.0.client_ip)
-    }
-
-    pub fn params(&self) -> &Params {
-        &self.0.params
-    }
-}
+use super::request_context::{RequestContext, lossy};
 
 /// What the hook in progress works on.
 #[derive(Debug, Default)]
@@ -67,7 +31,8 @@ pub struct Exchange {
     pub body_edited: bool,
     /// A plugin set the path: the route's own rewrite no longer applies.
     pub path_set: bool,
-    pub context: Option<HookContext>,
+    /// The request's context; `None` outside a request (in `init`).
+    pub context: Option<RequestContext>,
     /// The first edit that was not valid HTTP; it fails the request once the
     /// hook returns.
     pub invalid: Option<String>,
@@ -80,7 +45,7 @@ pub struct Exchange {
 pub struct WrongHook(pub &'static str);
 
 impl Exchange {
-    pub fn new(message: Message, body: Option<Bytes>, context: HookContext) -> Self {
+    pub fn new(message: Message, body: Option<Bytes>, context: RequestContext) -> Self {
         Self {
             message,
             body,
@@ -120,13 +85,7 @@ impl Exchange {
     }
 
     pub fn header_lines(&self) -> Vec<(String, String)> {
-        self.headers()
-            .map(|h| {
-                h.iter()
-                    .map(|(name, value)| (name.as_str().to_string(), lossy(value)))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.headers().map(lines).unwrap_or_default()
     }
 
     pub fn set_header(&mut self, name: &str, value: String, append: bool) -> Result<(), WrongHook> {
@@ -159,22 +118,31 @@ impl Exchange {
         self.body_edited = true;
     }
 
-    fn request(&self) -> Result<&request::Parts, WrongHook> {
+    /// The request: the one being handled in a request hook, the one that
+    /// was sent upstream (read-only) in a response hook.
+    fn request(&self) -> Result<(&Method, &Uri, &HeaderMap), WrongHook> {
         match &self.message {
-            Message::Request(parts) => Ok(parts),
-            _ => Err(WrongHook("the request")),
+            Message::Request(parts) => Ok((&parts.method, &parts.uri, &parts.headers)),
+            Message::Response(_) => self
+                .context
+                .as_ref()
+                .and_then(RequestContext::request)
+                .map(|head| (&head.method, &head.uri, &head.headers))
+                .ok_or(WrongHook("the request")),
+            Message::None => Err(WrongHook("the request")),
         }
     }
 
     fn request_mut(&mut self) -> Result<&mut request::Parts, WrongHook> {
         match &mut self.message {
             Message::Request(parts) => Ok(parts),
-            _ => Err(WrongHook("the request")),
+            Message::Response(_) => Err(WrongHook("changing the request")),
+            Message::None => Err(WrongHook("the request")),
         }
     }
 
     pub fn method(&self) -> Result<String, WrongHook> {
-        Ok(self.request()?.method.as_str().to_string())
+        Ok(self.request()?.0.as_str().to_string())
     }
 
     pub fn set_method(&mut self, method: &str) -> Result<(), WrongHook> {
@@ -187,21 +155,33 @@ impl Exchange {
     }
 
     pub fn path(&self) -> Result<String, WrongHook> {
-        Ok(self.request()?.uri.path().to_string())
+        Ok(self.request()?.1.path().to_string())
     }
 
     pub fn query(&self) -> Result<String, WrongHook> {
-        Ok(self.request()?.uri.query().unwrap_or("").to_string())
+        Ok(self.request()?.1.query().unwrap_or("").to_string())
+    }
+
+    pub fn request_header(&self, name: &str) -> Result<Option<String>, WrongHook> {
+        Ok(self.request()?.2.get(name).map(lossy))
+    }
+
+    pub fn request_header_all(&self, name: &str) -> Result<Vec<String>, WrongHook> {
+        Ok(self.request()?.2.get_all(name).iter().map(lossy).collect())
+    }
+
+    pub fn request_header_lines(&self) -> Result<Vec<(String, String)>, WrongHook> {
+        Ok(lines(self.request()?.2))
     }
 
     pub fn set_path(&mut self, path: &str) -> Result<(), WrongHook> {
-        let joined = join_path_and_query(path, self.request()?.uri.query());
+        let joined = join_path_and_query(path, self.request_mut()?.uri.query());
         self.path_set = true;
         self.replace_path_and_query(joined)
     }
 
     pub fn set_query(&mut self, query: &str) -> Result<(), WrongHook> {
-        let uri = &self.request()?.uri;
+        let uri = &self.request_mut()?.uri;
         let joined = join_path_and_query(uri.path(), Some(query));
         self.replace_path_and_query(joined)
     }
@@ -282,13 +262,16 @@ pub fn parse_header(name: &str, value: String) -> Result<(HeaderName, HeaderValu
     Ok((parsed_name, parsed_value))
 }
 
-/// Header values that are not UTF-8 reach plugins with the bad bytes replaced.
-fn lossy(value: &HeaderValue) -> String {
-    String::from_utf8_lossy(value.as_bytes()).into_owned()
+fn lines(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_string(), lossy(value)))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::request_context::RequestHead;
     use super::*;
 
     fn request_exchange(uri: &str) -> Exchange {
@@ -298,12 +281,7 @@ mod tests {
             .body(())
             .map(http::Request::into_parts)
             .unwrap_or_else(|e| panic!("{e}"));
-        let context = HookContext::new(
-            &HeaderValue::from_static("id"),
-            &HeaderValue::from_static("127.0.0.1"),
-            &Vec::new(),
-        );
-        Exchange::new(Message::Request(parts), None, context)
+        Exchange::new(Message::Request(parts), None, RequestContext::default())
     }
 
     #[test]
@@ -362,5 +340,34 @@ mod tests {
         ex.message = Message::None;
         assert!(ex.path().is_err());
         assert!(ex.set_header("x", "y".into(), false).is_err());
+    }
+
+    #[test]
+    fn a_response_hook_reads_the_request_it_was_sent_but_cannot_change_it() -> Result<(), WrongHook>
+    {
+        let mut ex = request_exchange("/a?q=1");
+        let (parts, ()) = http::Response::new(()).into_parts();
+        ex.message = Message::Response(parts);
+        assert!(ex.path().is_err(), "no request was kept");
+        let (head, ()) = http::Request::post("/sent?x=2")
+            .header("origin", "https://a.test")
+            .body(())
+            .map(http::Request::into_parts)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(ctx) = ex.context.as_mut() {
+            ctx.set_request(RequestHead::of(&head.method, &head.uri, &head.headers));
+        }
+        assert_eq!(ex.method()?, "POST");
+        assert_eq!(ex.path()?, "/sent");
+        assert_eq!(ex.query()?, "x=2");
+        assert_eq!(
+            ex.request_header("Origin")?.as_deref(),
+            Some("https://a.test")
+        );
+        assert_eq!(ex.request_header_lines()?.len(), 1);
+        assert!(ex.set_path("/b").is_err());
+        assert!(ex.set_method("GET").is_err());
+        assert_eq!(ex.header("origin"), None, "the message is the response");
+        Ok(())
     }
 }

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
@@ -14,13 +13,12 @@ use wasmtime::{
 
 use super::PluginError;
 use super::bindings::PluginPre;
-use super::instance::{self, HostState};
+use super::host::{self, HostState};
+use super::limits::EPOCH_TICK;
+use super::services::{self, Import};
 
 /// The WIT package version this gateway implements (see `wit/plugin.wit`).
-pub const WIT_VERSION: &str = "0.2.0";
-
-/// How often the engine's epoch advances; deadlines are counted in these.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub const WIT_VERSION: &str = "0.3.0";
 
 /// Instances the pooling allocator keeps room for, across all plugins.
 const MAX_INSTANCES: u32 = 1000;
@@ -32,6 +30,8 @@ pub struct LoadedPlugin {
     pub sha256: String,
     pub loaded_at: std::time::SystemTime,
     pub pre: PluginPre<HostState>,
+    /// Grant keys of the host services the component imports.
+    pub services: Vec<&'static str>,
     /// Cleared when the plugin says it has no such hook; it is then skipped.
     pub request_hook: std::sync::atomic::AtomicBool,
     pub response_hook: std::sync::atomic::AtomicBool,
@@ -87,7 +87,7 @@ impl PluginRuntime {
             .cache(Some(Cache::new(cache).map_err(engine_error)?));
         let engine = Engine::new(&config).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
-        instance::link(&mut linker).map_err(engine_error)?;
+        host::link(&mut linker).map_err(engine_error)?;
 
         // Deadlines need time to move: advance the epoch on a thread of its own.
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -146,6 +146,7 @@ impl PluginRuntime {
                 reason: format!("{e:#}"),
             })?;
         self.check_version(&component, &shown)?;
+        let services = self.check_imports(&component, &shown)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -162,6 +163,7 @@ impl PluginRuntime {
             sha256,
             loaded_at: std::time::SystemTime::now(),
             pre,
+            services,
             request_hook: std::sync::atomic::AtomicBool::new(true),
             response_hook: std::sync::atomic::AtomicBool::new(true),
         });
@@ -202,6 +204,32 @@ impl PluginRuntime {
     }
 }
 
+impl PluginRuntime {
+    /// Refuses a component importing what no config grants; returns the
+    /// grant keys of the host services it imports (whether they are granted
+    /// depends on the config, and is checked with the snapshot).
+    fn check_imports(
+        &self,
+        component: &Component,
+        path: &str,
+    ) -> Result<Vec<&'static str>, PluginError> {
+        let mut services = Vec::new();
+        for (name, _) in component.component_type().imports(&self.engine) {
+            match services::classify(name) {
+                Import::Basic => {}
+                Import::Service(key) => services.push(key),
+                Import::Never => {
+                    return Err(PluginError::NeverGranted {
+                        path: path.to_string(),
+                        interface: name.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(services)
+    }
+}
+
 impl Drop for PluginRuntime {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
@@ -237,6 +265,9 @@ mod tests {
         assert!(!compatible("1.0.0", "0.1.0"));
         assert!(compatible("1.4.0", "1.0.0"));
         assert!(!compatible("unversioned", "0.1.0"));
+        // 0.3 changed `init`'s error and what `request` reads in a response
+        // hook: a 0.2 plugin is refused rather than misread.
+        assert!(!compatible("0.2.0", WIT_VERSION));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! wasmtime-wasi's synchronous bindings block on the Tokio runtime for the few
 //! calls that can wait, which panics inside it; here those calls are polled
 //! once instead, and trap if they would have to wait (a sleep, a read that
-//! never comes). Sockets cannot be created, no folder is preopened, and stdio
-//! goes nowhere, so every stream a plugin can hold is ready at once.
+//! never comes). No folder is preopened and stdio goes nowhere, so every
+//! stream a plugin can hold is ready at once. WASI sockets are not linked at
+//! all: a component importing them is refused at load (`services::classify`).
 
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -17,13 +18,10 @@ use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
 use wasmtime_wasi::p2::bindings::io::{poll as async_poll, streams as async_streams};
-use wasmtime_wasi::p2::bindings::sockets::network;
 use wasmtime_wasi::p2::bindings::sync::io::{poll, streams};
-use wasmtime_wasi::p2::bindings::sync::sockets::{udp, udp_create_socket};
-use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets, sync};
-use wasmtime_wasi::p2::{SocketError, SocketResult, StreamError, StreamResult, UdpSocket};
+use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sync};
+use wasmtime_wasi::p2::{StreamError, StreamResult};
 use wasmtime_wasi::random::WasiRandom;
-use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsCtxView, WasiSocketsView as _};
 use wasmtime_wasi::{WasiCtx, WasiView};
 
 /// A WASI call that would have made the gateway's thread wait.
@@ -31,19 +29,12 @@ use wasmtime_wasi::{WasiCtx, WasiView};
 #[error("the plugin waited on {0}; plugins may not block")]
 pub struct WouldBlock(&'static str);
 
-/// The context each instance gets: no environment, arguments, folders or
-/// network; stdio goes nowhere; the given clock.
-pub fn context<C>(clock: C) -> WasiCtx
-where
-    C: wasmtime_wasi::HostWallClock + wasmtime_wasi::HostMonotonicClock + Clone + 'static,
-{
-    WasiCtx::builder()
-        .wall_clock(clock.clone())
-        .monotonic_clock(clock)
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build()
+/// The context each instance gets: no environment, arguments or folders;
+/// stdio goes nowhere. The clocks are the host's real ones (wall and
+/// monotonic), so `SystemTime::now()` and `Instant::now()` work in plugins:
+/// token expiry and rate limits need them.
+pub fn context() -> WasiCtx {
+    WasiCtx::builder().build()
 }
 
 /// Adds every `wasi:cli/imports` interface to `linker`, without waiting calls.
@@ -68,16 +59,6 @@ pub fn link<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     // of the (waiting) descriptor calls can be reached.
     filesystem::preopens::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
     sync::filesystem::types::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
-    // TCP sockets are refused at creation (`allow_tcp(false)`); UDP's creation
-    // would wait on the runtime, so it is refused here. Without a socket the
-    // socket methods cannot be reached.
-    sockets::tcp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
-    sockets::instance_network::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
-    sockets::network::add_to_linker::<T, WasiSockets>(l, &Default::default(), T::sockets)?;
-    sockets::ip_name_lookup::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
-    sync::sockets::tcp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
-    udp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
-    udp_create_socket::add_to_linker::<T, NoUdp>(l, |t| NoUdpView(t.sockets()))?;
     wasmtime_wasi::p2::bindings::io::error::add_to_linker::<T, HasSelf<ResourceTable>>(l, |t| {
         t.ctx().table
     })?;
@@ -96,42 +77,6 @@ fn poll_once<F: Future>(future: F) -> Option<F::Output> {
 
 fn would_block<T>(what: &'static str) -> StreamResult<T> {
     Err(StreamError::Trap(WouldBlock(what).into()))
-}
-
-/// `wasi:sockets/udp-create-socket` that refuses, as a denied TCP socket is.
-struct NoUdp;
-
-impl HasData for NoUdp {
-    type Data<'a> = NoUdpView<'a>;
-}
-
-struct NoUdpView<'a>(WasiSocketsCtxView<'a>);
-
-impl udp_create_socket::Host for NoUdpView<'_> {
-    fn create_udp_socket(
-        &mut self,
-        _family: udp::IpAddressFamily,
-    ) -> SocketResult<Resource<UdpSocket>> {
-        Err(network::ErrorCode::AccessDenied.into())
-    }
-}
-
-impl network::Host for NoUdpView<'_> {
-    fn convert_error_code(&mut self, error: SocketError) -> wasmtime::Result<network::ErrorCode> {
-        network::Host::convert_error_code(&mut self.0, error)
-    }
-    fn network_error_code(
-        &mut self,
-        err: Resource<wasmtime::Error>,
-    ) -> wasmtime::Result<Option<network::ErrorCode>> {
-        network::Host::network_error_code(&mut self.0, err)
-    }
-}
-
-impl network::HostNetwork for NoUdpView<'_> {
-    fn drop(&mut self, this: Resource<network::Network>) -> wasmtime::Result<()> {
-        network::HostNetwork::drop(&mut self.0, this)
-    }
 }
 
 /// `wasi:io/poll` and `wasi:io/streams` over the instance's resource table,

@@ -144,6 +144,11 @@ impl Gateway {
             .unwrap_or_else(|| panic!("{field} in /proc status"))
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, signal).expect("send a signal to the gateway");

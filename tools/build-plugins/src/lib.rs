@@ -12,11 +12,14 @@ use std::sync::Mutex;
 /// Every plugin crate in the workspace: shipped plugins and test fixtures.
 pub const ALL: &[&str] = &[
     "transform",
+    "cors",
     "probe",
     "next-major",
     "stamp-v1",
     "stamp-v2",
     "noop",
+    "sockets",
+    "secret-reader",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

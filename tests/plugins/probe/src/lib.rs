@@ -7,14 +7,25 @@
 //! - `fail_on: request | response` with `how: trap | loop | grow | sleep |
 //!   bad_header | wrong_hook` misbehaves in that hook: panics (a trap), spins
 //!   forever, allocates without bound, sleeps (waits on WASI), sets a header
-//!   the name of which is not valid HTTP, or calls an import the other hook
-//!   owns (the response's status from the request hook, the request's path
-//!   from the response hook);
+//!   the name of which is not valid HTTP, or calls an import the hook may
+//!   not (the response's status from the request hook, a change to the
+//!   request's path from the response hook);
 //! - `fail_when_header: NAME` misbehaves only for requests carrying NAME;
 //! - `bodies: true` asks for bodies and reports their sizes in headers;
 //! - `log: MESSAGE` writes MESSAGE to the gateway's log on every request;
-//! - `report_sandbox: true` tries the environment, files, the clock and the
-//!   network, and reports what it could reach in `x-sandbox-*` headers.
+//! - `report_sandbox: true` tries the environment, files and the clocks, and
+//!   reports what it could reach in `x-sandbox-*` headers (the network is
+//!   the `sockets` fixture's: a plugin importing sockets does not load);
+//! - `remember_header: NAME` keeps the request's header NAME in the
+//!   request's context under key NAME;
+//! - `recall: KEY` copies context value KEY into request header
+//!   `x-recalled-KEY` and into response header `x-recalled-KEY` (`none`
+//!   when unset);
+//! - `echo_request_header: NAME` copies the request's header NAME, as sent
+//!   upstream, into response header `x-request-NAME` (`none` when absent);
+//! - `spin_from_header: true` spins for as many iterations as request header
+//!   `x-spin-iterations` says and reports the wall time it took in request
+//!   header `x-spun-us`.
 //!
 //! With an empty config it does nothing at all (the no-op plugin of benchmarks).
 
@@ -34,6 +45,11 @@ struct Config {
     log: Option<String>,
     #[serde(default)]
     report_sandbox: bool,
+    remember_header: Option<String>,
+    recall: Option<String>,
+    echo_request_header: Option<String>,
+    #[serde(default)]
+    spin_from_header: bool,
 }
 
 struct Probe {
@@ -78,6 +94,20 @@ impl Plugin for Probe {
         if let Some(tag) = &self.cfg.tag {
             append_tag(request.headers_mut(), "x-chain", tag);
         }
+        if let Some(name) = &self.cfg.remember_header
+            && let Some(value) = request.headers().get(name)
+        {
+            request.context().set(name, &value);
+        }
+        if let Some(key) = &self.cfg.recall {
+            let value = request.context().get(key).unwrap_or_else(|| "none".into());
+            request
+                .headers()
+                .insert(&format!("x-recalled-{key}"), &value);
+        }
+        if self.cfg.spin_from_header {
+            spin(request);
+        }
         if self.cfg.report_sandbox {
             report_sandbox(request);
         }
@@ -101,13 +131,28 @@ impl Plugin for Probe {
             match self.cfg.how.as_deref() {
                 Some("bad_header") => response.headers_mut().insert("x-ok", "bad\nvalue"),
                 Some("wrong_hook") => {
-                    plugin_sdk::bindings::gateway::plugin::request::path();
+                    plugin_sdk::bindings::gateway::plugin::request::set_path("/changed");
                 }
                 how => misbehave(how),
             }
         }
         if let Some(tag) = &self.cfg.tag {
             append_tag(response.headers_mut(), "x-chain-response", tag);
+        }
+        if let Some(key) = &self.cfg.recall {
+            let value = response.context().get(key).unwrap_or_else(|| "none".into());
+            response
+                .headers()
+                .insert(&format!("x-recalled-{key}"), &value);
+        }
+        if let Some(name) = &self.cfg.echo_request_header {
+            let value = response
+                .request()
+                .header(name)
+                .unwrap_or_else(|| "none".into());
+            response
+                .headers()
+                .insert(&format!("x-request-{name}"), &value);
         }
         if self.cfg.bodies {
             let size = response.body().map_or(0, |b| b.len());
@@ -119,7 +164,7 @@ impl Plugin for Probe {
 }
 
 /// Adds `tag` to the comma-separated list in header `name`.
-fn append_tag(headers: &mut Headers, name: &str, tag: &str) {
+fn append_tag(headers: &Headers, name: &str, tag: &str) {
     let chain = match headers.get(name) {
         Some(before) => format!("{before},{tag}"),
         None => tag.to_string(),
@@ -134,14 +179,35 @@ fn report_sandbox(request: &mut Request) {
     let clock = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let network = std::net::TcpStream::connect("127.0.0.1:9").is_ok()
-        || std::net::TcpListener::bind("127.0.0.1:0").is_ok()
-        || std::net::UdpSocket::bind("127.0.0.1:0").is_ok();
-    let headers = request.headers_mut();
+    let started = std::time::Instant::now();
+    std::hint::black_box(spin_for(100_000));
+    let monotonic_moves = started.elapsed() > std::time::Duration::ZERO;
+    let headers = request.headers();
     headers.insert("x-sandbox-env-vars", &env.to_string());
     headers.insert("x-sandbox-files", &files.to_string());
     headers.insert("x-sandbox-clock-secs", &clock.to_string());
-    headers.insert("x-sandbox-network", &network.to_string());
+    headers.insert("x-sandbox-monotonic-moves", &monotonic_moves.to_string());
+}
+
+/// Spins as request header `x-spin-iterations` says; reports the wall time.
+fn spin(request: &mut Request) {
+    let iterations = request
+        .headers()
+        .get("x-spin-iterations")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let started = std::time::Instant::now();
+    std::hint::black_box(spin_for(iterations));
+    let spun = started.elapsed().as_micros();
+    request.headers().insert("x-spun-us", &spun.to_string());
+}
+
+fn spin_for(iterations: u64) -> u64 {
+    let mut n: u64 = 0;
+    for i in 0..iterations {
+        n = std::hint::black_box(n.wrapping_mul(31).wrapping_add(i));
+    }
+    n
 }
 
 fn misbehave(how: Option<&str>) {

@@ -1,0 +1,87 @@
+//! What a plugin's store holds (`HostState`) and the linker every plugin is
+//! linked with: WASI without grants, the basic `gateway:plugin` imports, and
+//! each host service's imports (granted or not: whether a plugin may import
+//! a service is decided at load, see `services`).
+
+mod context;
+mod log;
+mod message;
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings;
+use super::exchange::Exchange;
+use super::limits::{CallClock, Limits, MemoryLimit, Overrun};
+use super::services::{self, Granted};
+use super::wasi;
+
+/// One instance's store: its WASI context (no files, network or
+/// environment), limits, identity for logs, the host services it was
+/// granted, and the message of the hook in progress.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: MemoryLimit,
+    /// The call in progress, for its deadline.
+    pub clock: CallClock,
+    /// The limit the last call ran past, if it was ended for time.
+    pub overrun: Option<Overrun>,
+    plugin: Arc<str>,
+    route: Arc<str>,
+    /// The message the hook in progress reads and edits.
+    pub exchange: Exchange,
+    pub granted: Arc<Granted>,
+}
+
+impl HostState {
+    pub fn new(plugin: &Arc<str>, route: &Arc<str>, limits: Limits, granted: Arc<Granted>) -> Self {
+        Self {
+            // Nothing from the host: no preopened folders, no environment,
+            // no network; stdio goes nowhere. std starts fine without them.
+            wasi: wasi::context(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimit {
+                max: limits.memory,
+                denied: false,
+            },
+            clock: CallClock::idle(),
+            overrun: None,
+            plugin: plugin.clone(),
+            route: route.clone(),
+            exchange: Exchange::default(),
+            granted,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn this(state: &mut HostState) -> &mut HostState {
+    state
+}
+
+/// Adds every import a plugin may have to `linker`.
+pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use bindings::gateway::plugin as wit;
+    wasi::link(linker)?;
+    wit::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, this)?;
+    wit::message::add_to_linker::<HostState, HasSelf<HostState>>(linker, this)?;
+    wit::request::add_to_linker::<HostState, HasSelf<HostState>>(linker, this)?;
+    wit::response::add_to_linker::<HostState, HasSelf<HostState>>(linker, this)?;
+    wit::context::add_to_linker::<HostState, HasSelf<HostState>>(linker, this)?;
+    wit::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, this)?;
+    for service in services::ALL {
+        service.link(linker)?;
+    }
+    Ok(())
+}

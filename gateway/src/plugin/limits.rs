@@ -1,0 +1,219 @@
+//! What one instance may use: memory, and time per call.
+//!
+//! Time is charged as CPU time, not wall time, so a hook on a thread the
+//! kernel set aside under load is not blamed for time it did not run; a
+//! wall-clock ceiling still ends a call that takes too long for any reason.
+//!
+//! How: the engine's epoch advances every [`EPOCH_TICK`] and a call's first
+//! deadline is one tick away, so the calls that finish within a tick (nearly
+//! all hooks) cost nothing more than reading the wall clock once. A call
+//! still running at the tick reads its thread's CPU clock and is given the
+//! rest of its CPU budget, and so on until the budget or the ceiling is spent.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::{ResourceLimiter, UpdateDeadline};
+
+use crate::config::ByteSize;
+
+/// How often the engine's epoch advances; deadlines are counted in these.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The per-call and per-instance limits of one chain entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// CPU time one hook call may use.
+    pub deadline: Duration,
+    /// Wall time after which a call is ended whatever CPU it used.
+    pub wall_deadline: Duration,
+    pub memory: ByteSize,
+}
+
+impl Limits {
+    /// `deadline` and `memory`, with the default wall-clock ceiling.
+    pub fn new(deadline: Duration, memory: ByteSize) -> Self {
+        Self {
+            deadline,
+            wall_deadline: default_wall_deadline(deadline),
+            memory,
+        }
+    }
+
+    /// Instantiation and `init` may parse a large config: at least a second
+    /// of CPU, and at least ten of wall time.
+    pub fn for_init(&self) -> Self {
+        Self {
+            deadline: self.deadline.max(Duration::from_secs(1)),
+            wall_deadline: self.wall_deadline.max(Duration::from_secs(10)),
+            memory: self.memory,
+        }
+    }
+}
+
+/// Ten times the CPU deadline, and at least a second.
+pub fn default_wall_deadline(deadline: Duration) -> Duration {
+    deadline.saturating_mul(10).max(Duration::from_secs(1))
+}
+
+/// Refuses memory growth past the limit and remembers that it did, so the
+/// trap that follows can be reported as what it is.
+#[derive(Debug)]
+pub struct MemoryLimit {
+    pub max: ByteSize,
+    pub denied: bool,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired as u64 <= self.max.0;
+        self.denied |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The clock of the call in progress: when it started, and the CPU time it
+/// has been charged.
+#[derive(Debug)]
+pub struct CallClock {
+    limits: Limits,
+    started: Instant,
+    /// The thread's CPU time at the first tick of this call, once reached.
+    cpu_at_first_tick: Option<Duration>,
+}
+
+/// Which limit a call ran past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overrun {
+    Cpu,
+    Wall,
+}
+
+impl CallClock {
+    pub fn idle() -> Self {
+        Self::start(Limits::new(Duration::ZERO, ByteSize(0)))
+    }
+
+    /// A call starts now under `limits`; its first check is one tick away.
+    pub fn start(limits: Limits) -> Self {
+        Self {
+            limits,
+            started: Instant::now(),
+            cpu_at_first_tick: None,
+        }
+    }
+
+    /// Called when the epoch deadline is reached: how many more ticks the
+    /// call may run, or which limit it ran past.
+    pub fn on_tick(&mut self, thread_cpu: Duration) -> Result<u64, Overrun> {
+        // Before its first tick a call ran at most one tick of CPU time.
+        let first = *self.cpu_at_first_tick.get_or_insert(thread_cpu);
+        let used = EPOCH_TICK + thread_cpu.saturating_sub(first);
+        if used >= self.limits.deadline {
+            return Err(Overrun::Cpu);
+        }
+        let wall = self.started.elapsed();
+        if wall >= self.limits.wall_deadline {
+            return Err(Overrun::Wall);
+        }
+        let left = (self.limits.deadline - used).min(self.limits.wall_deadline - wall);
+        Ok(ticks(left))
+    }
+
+    /// The epoch callback's answer for `on_tick`, remembering an overrun.
+    pub fn update(&mut self, overrun: &mut Option<Overrun>) -> UpdateDeadline {
+        match self.on_tick(thread_cpu_time()) {
+            Ok(ticks) => UpdateDeadline::Continue(ticks),
+            Err(which) => {
+                *overrun = Some(which);
+                UpdateDeadline::Interrupt
+            }
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+/// Epoch ticks that cover `left`, rounded up; at least one.
+fn ticks(left: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos().max(1);
+    u64::try_from(left.as_nanos().div_ceil(tick))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// CPU time the calling thread has used.
+pub fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn limits(deadline_ms: u64, wall_ms: u64) -> Limits {
+        Limits {
+            deadline: MS * deadline_ms as u32,
+            wall_deadline: MS * wall_ms as u32,
+            memory: ByteSize::mib(1),
+        }
+    }
+
+    #[test]
+    fn a_call_that_was_not_running_is_not_charged_for_the_wait() {
+        let mut clock = CallClock::start(limits(20, 60_000));
+        // First tick: only a tick is charged, whatever the wall clock says.
+        let cpu = Duration::from_secs(7);
+        assert_eq!(clock.on_tick(cpu), Ok(19));
+        // Later ticks: only the CPU used since the first tick counts.
+        assert_eq!(clock.on_tick(cpu + MS * 5), Ok(14));
+        assert_eq!(clock.on_tick(cpu + MS * 18), Ok(1));
+        assert_eq!(clock.on_tick(cpu + MS * 19), Err(Overrun::Cpu));
+    }
+
+    #[test]
+    fn the_wall_clock_ceiling_ends_a_call_that_used_little_cpu() {
+        let mut clock = CallClock::start(limits(20, 0));
+        assert_eq!(clock.on_tick(Duration::ZERO), Err(Overrun::Wall));
+    }
+
+    #[test]
+    fn the_default_ceiling_is_ten_deadlines_and_at_least_a_second() {
+        assert_eq!(default_wall_deadline(MS * 20), Duration::from_secs(1));
+        assert_eq!(default_wall_deadline(MS * 500), Duration::from_secs(5));
+        let init = Limits::new(MS * 20, ByteSize::mib(1)).for_init();
+        assert_eq!(init.deadline, Duration::from_secs(1));
+        assert_eq!(init.wall_deadline, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_thread_cpu_clock_moves_with_work() {
+        let before = thread_cpu_time();
+        let mut n = 0u64;
+        while thread_cpu_time() - before < MS * 2 {
+            n = std::hint::black_box(n + 1);
+        }
+        assert!(thread_cpu_time() >= before + MS * 2);
+    }
+}

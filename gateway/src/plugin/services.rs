@@ -1,0 +1,246 @@
+//! Host services: imports beyond the basic ones, which a plugin may use
+//! only when the operator grants them in config (`plugins.grants`).
+//!
+//! Each service is one `HostService` in a file of its own under
+//! `services/`: it names its config key and WIT interface, links its host
+//! functions, and turns an operator's grant into the value its functions
+//! use. `ALL` lists them; adding a service is its file and one line there.
+//! Nothing in the chain or the pipeline changes.
+//!
+//! Which imports a component really has is read once, at load
+//! (`classify`): the basic imports are always allowed, a service's import
+//! needs its grant (checked when a snapshot is built, see `check_grants`),
+//! and any other import (WASI sockets or HTTP, say) is refused outright.
+
+pub mod env;
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use wasmtime::component::Linker;
+
+use super::host::HostState;
+
+/// A service a plugin must be granted.
+pub trait HostService: 'static {
+    /// The key under `plugins.grants.<plugin>` that grants it.
+    const GRANT: &'static str;
+    /// The WIT interface it provides, without version (`gateway:plugin/env`).
+    const INTERFACE: &'static str;
+    /// What the operator writes under the key.
+    type Grant: DeserializeOwned;
+    /// Built once per snapshot from one plugin's grant; shared by that
+    /// plugin's instances.
+    type Shared: Send + Sync + 'static;
+
+    /// Adds the service's host functions to the linker.
+    fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()>;
+    /// Checks a grant and builds what the host functions use.
+    fn configure(grant: Self::Grant) -> Result<Self::Shared, String>;
+}
+
+/// Every host service the gateway offers.
+pub static ALL: &[&dyn Service] = &[&Registered::<env::Env>(PhantomData)];
+
+/// A `HostService` with its types erased, so that `ALL` can list them.
+pub trait Service: Sync {
+    fn grant_key(&self) -> &'static str;
+    fn interface(&self) -> &'static str;
+    fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()>;
+    /// The grant's problem, with the path inside it (`[2]`) when there is one.
+    fn configure(
+        &self,
+        grant: &serde_json::Value,
+    ) -> Result<Arc<dyn Any + Send + Sync>, (String, String)>;
+}
+
+struct Registered<S>(PhantomData<fn() -> S>);
+
+impl<S: HostService> Service for Registered<S> {
+    fn grant_key(&self) -> &'static str {
+        S::GRANT
+    }
+    fn interface(&self) -> &'static str {
+        S::INTERFACE
+    }
+    fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        S::link(linker)
+    }
+    fn configure(
+        &self,
+        grant: &serde_json::Value,
+    ) -> Result<Arc<dyn Any + Send + Sync>, (String, String)> {
+        let grant: S::Grant = serde_path_to_error::deserialize(grant).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            (path, e.inner().to_string())
+        })?;
+        let shared = S::configure(grant).map_err(|message| (String::new(), message))?;
+        Ok(Arc::new(shared))
+    }
+}
+
+/// The services one plugin was granted, configured.
+#[derive(Default)]
+pub struct Granted(Vec<(&'static str, Arc<dyn Any + Send + Sync>)>);
+
+impl std::fmt::Debug for Granted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
+impl Granted {
+    /// What service `S` uses, if the plugin was granted it.
+    pub fn get<S: HostService>(&self) -> Option<&S::Shared> {
+        self.0
+            .iter()
+            .find(|(key, _)| *key == S::GRANT)
+            .and_then(|(_, shared)| shared.downcast_ref())
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| *k == key)
+    }
+}
+
+/// A service a plugin uses without having been granted it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} was not granted to this plugin")]
+pub struct NotGranted(pub &'static str);
+
+/// What one import of a component is to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Import {
+    /// Every plugin may have it.
+    Basic,
+    /// Host service with this grant key.
+    Service(&'static str),
+    /// No config grants it.
+    Never,
+}
+
+/// Interfaces every plugin may import. WASI's filesystem and cli are linked
+/// empty (no folder, no environment, stdio to nowhere) because Rust's std
+/// imports them whether a plugin uses them or not.
+const BASIC: &[&str] = &[
+    "gateway:plugin/types",
+    "gateway:plugin/message",
+    "gateway:plugin/request",
+    "gateway:plugin/response",
+    "gateway:plugin/context",
+    "gateway:plugin/log",
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:filesystem/",
+];
+
+/// Sorts a component import (`wasi:sockets/tcp@0.2.6`) into what it is.
+pub fn classify(import: &str) -> Import {
+    let interface = import.split_once('@').map_or(import, |(name, _)| name);
+    let basic = BASIC.iter().any(|allowed| match allowed.strip_suffix('/') {
+        Some(package) => interface
+            .strip_prefix(package)
+            .is_some_and(|rest| rest.starts_with('/')),
+        None => interface == *allowed,
+    });
+    if basic {
+        return Import::Basic;
+    }
+    ALL.iter()
+        .find(|s| s.interface() == interface)
+        .map_or(Import::Never, |s| Import::Service(s.grant_key()))
+}
+
+/// The interface of the service granted by `key`.
+pub fn interface_of(key: &str) -> Option<&'static str> {
+    ALL.iter()
+        .find(|s| s.grant_key() == key)
+        .map(|s| s.interface())
+}
+
+/// Builds one plugin's grants from `plugins.grants.<plugin>`; problems come
+/// back as (path below the plugin's key, message).
+pub fn configure(
+    grants: &BTreeMap<String, serde_json::Value>,
+) -> Result<Granted, Vec<(String, String)>> {
+    let mut granted = Granted::default();
+    let mut problems = Vec::new();
+    for (key, grant) in grants {
+        let Some(service) = ALL.iter().find(|s| s.grant_key() == key) else {
+            let offered: Vec<&str> = ALL.iter().map(|s| s.grant_key()).collect();
+            problems.push((
+                key.clone(),
+                format!(
+                    "no host service is named \"{key}\"; the gateway grants: {}",
+                    offered.join(", ")
+                ),
+            ));
+            continue;
+        };
+        match service.configure(grant) {
+            Ok(shared) => granted.0.push((service.grant_key(), shared)),
+            Err((path, message)) => {
+                let at = if path.is_empty() || path.starts_with('[') {
+                    format!("{key}{path}")
+                } else {
+                    format!("{key}.{path}")
+                };
+                problems.push((at, message));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(granted)
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_are_basic_granted_or_never() {
+        assert_eq!(classify("gateway:plugin/message@0.3.0"), Import::Basic);
+        assert_eq!(classify("wasi:cli/environment@0.2.6"), Import::Basic);
+        assert_eq!(classify("wasi:filesystem/preopens@0.2.6"), Import::Basic);
+        assert_eq!(classify("gateway:plugin/env@0.3.0"), Import::Service("env"));
+        assert_eq!(classify("wasi:sockets/tcp@0.2.6"), Import::Never);
+        assert_eq!(classify("wasi:http/outgoing-handler@0.2.6"), Import::Never);
+        assert_eq!(
+            classify("wasi:clis/x@0.2.6"),
+            Import::Never,
+            "a package prefix is not enough"
+        );
+        assert_eq!(classify("gateway:plugin/types-extra@0.3.0"), Import::Never);
+    }
+
+    #[test]
+    fn grants_are_checked_by_the_service_they_name() {
+        let grants = |json: serde_json::Value| -> BTreeMap<String, serde_json::Value> {
+            serde_json::from_value(json).unwrap_or_default()
+        };
+        let ok = configure(&grants(serde_json::json!({ "env": ["HOME"] })));
+        assert!(ok.is_ok_and(|g| g.has("env") && g.get::<env::Env>().is_some()));
+        let unknown = configure(&grants(serde_json::json!({ "state": {} })));
+        let problems = unknown.err().unwrap_or_default();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "state");
+        assert!(
+            problems[0].1.contains("the gateway grants: env"),
+            "{problems:?}"
+        );
+        let bad = configure(&grants(serde_json::json!({ "env": ["OK", 7] })));
+        let problems = bad.err().unwrap_or_default();
+        assert_eq!(problems[0].0, "env[1]", "{problems:?}");
+    }
+}

@@ -1,0 +1,143 @@
+//! Hook deadlines count the CPU time a hook used, so a busy machine does
+//! not fail plugins for time their thread spent waiting for a core; a
+//! wall-clock ceiling still ends a call that takes too long for any reason.
+//!
+//! The gateway is pinned to one core and CPU-hogging processes are pinned
+//! beside it, so its threads get a fraction of that core.
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+
+use crate::support::{Backend, Gateway, PluginDir, send, upstream};
+
+/// The core the gateway and the hogs share.
+const CORE: &str = "0";
+
+/// Busy processes pinned to `CORE`; killed when dropped (and each stops
+/// by itself after a minute).
+struct Hogs(Vec<Child>);
+
+impl Hogs {
+    fn start(count: usize) -> Hogs {
+        Hogs(
+            (0..count)
+                .map(|_| {
+                    Command::new("taskset")
+                        .args([
+                            "-c",
+                            CORE,
+                            "timeout",
+                            "60",
+                            "sh",
+                            "-c",
+                            "while :; do :; done",
+                        ])
+                        .spawn()
+                        .expect("start a CPU hog with taskset")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for hog in &mut self.0 {
+            let _ = hog.kill();
+            let _ = hog.wait();
+        }
+    }
+}
+
+fn pin(gw: &Gateway) {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", CORE, &gw.pid().to_string()])
+        .output()
+        .expect("run taskset");
+    assert!(status.status.success(), "taskset: {status:?}");
+}
+
+/// Spins `iterations` in the probe's request hook; (status, wall µs it took).
+async fn spin(gw: &Gateway, path: &str, iterations: u64) -> (u16, Option<u64>, String) {
+    let request = Request::get(gw.url(path))
+        .header("x-spin-iterations", iterations.to_string())
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let reply = send(request).await;
+    let spun = (reply.status == 200)
+        .then(|| reply.upstream_header("x-spun-us"))
+        .flatten()
+        .and_then(|us| us.parse().ok());
+    let body = String::from_utf8_lossy(&reply.body).into_owned();
+    (reply.status.as_u16(), spun, body)
+}
+
+#[tokio::test]
+async fn a_hook_is_charged_for_the_cpu_it_used_not_for_waiting_for_a_core() {
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&format!(
+        "{}upstreams:\n{}routes:
+  - name: work
+    upstream: svc
+    match: {{ path_prefix: /work }}
+    plugins: [{{ name: probe, config: {{ spin_from_header: true }}, limits: {{ deadline: 20ms }} }}]
+  - name: ceiling
+    upstream: svc
+    match: {{ path_prefix: /ceiling }}
+    plugins: [{{ name: probe, config: {{ spin_from_header: true }}, limits: {{ deadline: 20ms, wall_deadline: 25ms }} }}]
+  - name: runaway
+    upstream: svc
+    match: {{ path_prefix: /runaway }}
+    plugins: [{{ name: probe, config: {{ fail_on: request, how: loop }}, limits: {{ deadline: 20ms }} }}]
+",
+        plugins.section(""),
+        upstream("svc", &[&svc], "")
+    ));
+    pin(&gw);
+
+    // Alone on its core: how many iterations make at least 5ms of work (the
+    // fastest of five runs, as other tests may be running beside this one).
+    let mut per_ms = Vec::new();
+    for _ in 0..5 {
+        let (status, spun, body) = spin(&gw, "/work", 1_000_000).await;
+        assert_eq!(status, 200, "{body}");
+        let us = spun.expect("the probe reports its time").max(1);
+        per_ms.push(1_000_000 * 1000 / us);
+    }
+    let five_ms = per_ms.iter().max().copied().unwrap_or(1) * 5;
+    eprintln!("calibration: {per_ms:?} iterations per ms");
+
+    let _hogs = Hogs::start(6);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Five ms of work under a 20ms deadline: it passes however long it waited.
+    let mut longest = 0;
+    for _ in 0..5 {
+        let (status, spun, body) = spin(&gw, "/work", five_ms).await;
+        assert_eq!(status, 200, "a short hook failed under contention: {body}");
+        eprintln!("under contention: {spun:?}µs");
+        longest = longest.max(spun.unwrap_or(0));
+    }
+    assert!(
+        longest > 20_000,
+        "the hogs did not stretch the hook past its deadline in wall time ({longest}µs), so this proved nothing"
+    );
+
+    // A hook that never stops is still stopped, by its CPU deadline.
+    let (status, _, body) = spin(&gw, "/runaway", 0).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("ran past its 20ms deadline"), "{body}");
+
+    // A hook whose wall time passes its ceiling is stopped, though its CPU
+    // time (about 10ms) is within its deadline.
+    let (status, _, body) = spin(&gw, "/ceiling", five_ms * 2).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("ran past its 25ms wall-clock ceiling"),
+        "{body}"
+    );
+}
