@@ -19,6 +19,9 @@ use services::Service;
 
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/demo.yaml");
 
+/// The web app `config/demo.yaml` lets call its API from a browser.
+const APP: &str = "https://app.example.com";
+
 /// (service, instance name, port in demo.yaml)
 const INSTANCES: [(Service, &str, u16); 5] = [
     (Service::Users, "users-1", 9001),
@@ -34,9 +37,10 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(if smoke { "warn" } else { "info" })
         .init();
-    let built = build_plugins::build(&["transform"]).map_err(anyhow::Error::msg)?;
+    let shipped = ["transform", "cors"];
+    let built = build_plugins::build(&shipped).map_err(anyhow::Error::msg)?;
     let dist = build_plugins::workspace_root().join("plugins/dist");
-    build_plugins::install(&built, &dist, &["transform"]).map_err(anyhow::Error::msg)?;
+    build_plugins::install(&built, &dist, &shipped).map_err(anyhow::Error::msg)?;
     let mut text = std::fs::read_to_string(CONFIG).with_context(|| format!("reading {CONFIG}"))?;
     for (service, instance, port) in INSTANCES {
         let wanted: SocketAddr = ([127, 0, 0, 1], if smoke { 0 } else { port }).into();
@@ -61,11 +65,17 @@ async fn main() -> anyhow::Result<()> {
             gateway::serve(listener, gw, &config.server, std::future::pending()).await;
         });
         smoke_test(addr).await?;
-        println!("demo smoke test ok: 6 requests checked, plugin included");
+        println!("demo smoke test ok: 8 requests checked, plugins included");
         return Ok(());
     }
     println!("gateway listening on http://{addr}; try:");
     println!("  curl -si http://{addr}/api/users        # x-served-by: gateway (transform plugin)");
+    println!(
+        "  curl -si -H 'origin: {APP}' http://{addr}/api/users   # access-control-allow-origin (cors plugin)"
+    );
+    println!(
+        "  curl -si -X OPTIONS -H 'origin: {APP}' -H 'access-control-request-method: POST' http://{addr}/api/payments   # 204 preflight"
+    );
     println!("  curl -s http://{addr}/api/users/7");
     println!("  curl -s -H 'x-user-id: alice' http://{addr}/api/orders");
     println!("  curl -s -X POST -d '{{\"amount\": 10}}' http://{addr}/api/payments");
@@ -120,6 +130,24 @@ async fn smoke_test(addr: SocketAddr) -> anyhow::Result<()> {
     if status != 404 || body["error"]["code"] != "route_not_found" {
         bail!("GET /nowhere: {status} {body}");
     }
+
+    let (status, _, headers) = call(addr, "GET", "/api/users", &[("origin", APP)], "").await?;
+    ensure!(
+        status == 200
+            && headers
+                .get("access-control-allow-origin")
+                .is_some_and(|v| v == APP),
+        "GET /api/users from {APP}: {status} {headers:?}"
+    );
+    let preflight = [("origin", APP), ("access-control-request-method", "POST")];
+    let (status, _, headers) = call(addr, "OPTIONS", "/api/payments", &preflight, "").await?;
+    ensure!(
+        status == 204
+            && headers
+                .get("access-control-allow-methods")
+                .is_some_and(|v| v == "POST"),
+        "preflight for POST /api/payments: {status} {headers:?}"
+    );
     Ok(())
 }
 
@@ -143,5 +171,7 @@ async fn call(
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await?.to_bytes();
-    Ok((status, serde_json::from_slice(&bytes)?, headers))
+    // A preflight's 204 has no body.
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok((status, json, headers))
 }
