@@ -90,6 +90,7 @@ fn plugins(gateway: &Gateway) -> Value {
                 "sha256": in_use.loaded.sha256,
                 "loaded_at": rfc3339(in_use.loaded.loaded_at),
                 "routes": in_use.routes,
+                "grants": in_use.granted.keys(),
                 // Hooks the plugin turned out not to have are skipped.
                 "request_hook": in_use.loaded.request_hook.load(std::sync::atomic::Ordering::Relaxed),
                 "response_hook": in_use.loaded.response_hook.load(std::sync::atomic::Ordering::Relaxed),

@@ -232,6 +232,7 @@ fn check(config: &Config) -> Vec<(String, String)> {
                 wall_deadline: limits.wall_deadline,
                 memory: Some(limits.memory),
             },
+            None,
             &mut problem,
         );
     }
@@ -316,6 +317,7 @@ fn check(config: &Config) -> Vec<(String, String)> {
             check_limits(
                 &format!("{at}.plugins[{p}].limits"),
                 &plugin.limits,
+                config.plugins.as_ref().map(|p| &p.limits),
                 &mut problem,
             );
         }
@@ -323,20 +325,63 @@ fn check(config: &Config) -> Vec<(String, String)> {
     problems
 }
 
-fn check_limits(at: &str, limits: &PluginLimitsOverride, problem: &mut impl FnMut(String, String)) {
+/// Longest CPU deadline one hook call may have.
+pub const MAX_PLUGIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Longest wall-clock ceiling one hook call may have.
+pub const MAX_PLUGIN_WALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Plugin limits at `at`; an entry's are also checked against the
+/// `defaults` they override (a wall ceiling below the CPU deadline in
+/// effect would make that deadline mean nothing).
+fn check_limits(
+    at: &str,
+    limits: &PluginLimitsOverride,
+    defaults: Option<&PluginLimits>,
+    problem: &mut impl FnMut(String, String),
+) {
     if limits.deadline.is_some_and(|d| d.0.is_zero()) {
         problem(format!("{at}.deadline"), "must be more than 0".into());
     }
-    if let (Some(wall), Some(cpu)) = (limits.wall_deadline, limits.deadline)
-        && wall.0 < cpu.0
-    {
+    if limits.deadline.is_some_and(|d| d.0 > MAX_PLUGIN_DEADLINE) {
         problem(
-            format!("{at}.wall_deadline"),
-            format!("must be at least the deadline ({}ms)", cpu.0.as_millis()),
+            format!("{at}.deadline"),
+            format!("must be at most {}s", MAX_PLUGIN_DEADLINE.as_secs()),
         );
     }
     if limits.wall_deadline.is_some_and(|d| d.0.is_zero()) {
         problem(format!("{at}.wall_deadline"), "must be more than 0".into());
+    }
+    if limits
+        .wall_deadline
+        .is_some_and(|d| d.0 > MAX_PLUGIN_WALL_DEADLINE)
+    {
+        problem(
+            format!("{at}.wall_deadline"),
+            format!("must be at most {}s", MAX_PLUGIN_WALL_DEADLINE.as_secs()),
+        );
+    }
+    let deadline = limits.deadline.or(defaults.map(|d| d.deadline));
+    let wall = limits
+        .wall_deadline
+        .or(defaults.and_then(|d| d.wall_deadline));
+    let overridden = limits.deadline.is_some() || limits.wall_deadline.is_some();
+    if let (Some(wall), Some(cpu)) = (wall, deadline)
+        && wall.0 < cpu.0
+        && (defaults.is_none() || overridden)
+    {
+        let field = if limits.wall_deadline.is_some() {
+            "wall_deadline"
+        } else {
+            "deadline"
+        };
+        problem(
+            format!("{at}.{field}"),
+            format!(
+                "the wall_deadline ({}ms) must be at least the deadline ({}ms)",
+                wall.0.as_millis(),
+                cpu.0.as_millis()
+            ),
+        );
     }
     if let Some(memory) = limits.memory
         && !(ByteSize::mib(1).0..=MAX_PLUGIN_MEMORY.0).contains(&memory.0)
@@ -421,6 +466,22 @@ mod tests {
                 "2: upstreams.u.hash_on: balance: consistent_hash needs hash_on (header:NAME, cookie:NAME or client_ip)",
                 "8: routes[1].name: another route is already named \"a\"",
                 "10: routes[1].match.path: use either path or path_prefix, not both",
+            ]
+        );
+    }
+
+    #[test]
+    fn plugin_deadlines_are_bounded_and_the_ceiling_is_above_the_deadline_in_effect() {
+        let text = format!(
+            "plugins:\n  dir: p\n  limits: {{ deadline: 2m, wall_deadline: 5s }}\n{UPSTREAM}routes:\n  - name: a\n    upstream: users\n    plugins:\n      - {{ name: x, limits: {{ deadline: 10s }} }}\n      - {{ name: y, limits: {{ deadline: 10ms, wall_deadline: 5ms }} }}\n"
+        );
+        assert_eq!(
+            problems(&text),
+            vec![
+                "3: plugins.limits.deadline: must be at most 60s",
+                "3: plugins.limits.wall_deadline: the wall_deadline (5000ms) must be at least the deadline (120000ms)",
+                "12: routes[0].plugins[0].limits.deadline: the wall_deadline (5000ms) must be at least the deadline (10000ms)",
+                "13: routes[0].plugins[1].limits.wall_deadline: the wall_deadline (5ms) must be at least the deadline (10ms)",
             ]
         );
     }

@@ -146,17 +146,21 @@ impl Target<'_> {
     ) -> Result<Response<Body>, ProxyError> {
         let route = self.matched.route;
         let timeout = route.timeout.unwrap_or(self.upstream.request_timeout);
-        let outgoing = upstream_request(
-            request,
+        let (mut parts, body) = request.into_parts();
+        let prepared = prepare_upstream_request(
+            &mut parts,
             self.matched,
             path_set,
             self.upstream,
             &self.client.ip_text,
             self.host,
-        )?;
+        );
         if let Some((chain, context)) = plugins {
-            chain.keep_request(context, || RequestHead::of_request(&outgoing));
+            // Kept even when preparing failed: response hooks run on that 400 too.
+            chain.keep_request(context, || RequestHead::of_parts(&parts));
         }
+        prepared?;
+        let outgoing = Request::from_parts(parts, body);
         let mut response = forward(self.upstream, outgoing, self.client.ip, timeout).await?;
         if let Some(client_upgrade) = self.client_upgrade
             && response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -202,17 +206,16 @@ fn routing_host(host: &str) -> Cow<'_, str> {
     }
 }
 
-/// The request as the upstream gets it: rewritten path (unless a plugin set
-/// one), proxy headers, Host rule.
-fn upstream_request(
-    request: Request<Body>,
+/// Makes the request what the upstream gets: rewritten path (unless a plugin
+/// set one), proxy headers, Host rule.
+fn prepare_upstream_request(
+    parts: &mut http::request::Parts,
     matched: &Matched,
     path_set_by_plugin: bool,
     upstream: &Upstream,
     client_ip: &HeaderValue,
     host: &str,
-) -> Result<Request<Body>, ProxyError> {
-    let (mut parts, body) = request.into_parts();
+) -> Result<(), ProxyError> {
     let path = if path_set_by_plugin {
         Cow::Borrowed(parts.uri.path())
     } else {
@@ -247,7 +250,7 @@ fn upstream_request(
         // The client then sends the target's own authority as Host.
         parts.headers.remove(header::HOST);
     }
-    Ok(Request::from_parts(parts, body))
+    Ok(())
 }
 
 /// Picks a target and sends; a request that failed at the connection level

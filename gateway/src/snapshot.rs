@@ -74,6 +74,15 @@ impl Snapshot {
                 routes.push(Route::from_config(route, upstream, chain));
             }
         }
+        if let Some(settings) = &config.plugins {
+            for name in settings.grants.keys() {
+                if !built.plugins.contains_key(name) {
+                    built.warnings.push(format!(
+                        "plugins.grants.{name}: no route uses plugin \"{name}\"; its grants have no effect"
+                    ));
+                }
+            }
+        }
         if !built.problems.is_empty() {
             return Err(config.errors(built.problems));
         }

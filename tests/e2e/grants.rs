@@ -72,7 +72,14 @@ async fn a_host_service_needs_a_grant_naming_the_plugin_and_the_key() {
 
     // Granted: it reads what it was granted and nothing else.
     let grants = "  grants:\n    secret-reader:\n      env: [PATH]\n";
-    let gw = Gateway::start(&config(&plugins, &svc, grants, route));
+    let admin = "admin: { listen: 127.0.0.1:0 }\n";
+    let gw = Gateway::start(&format!("{admin}{}", config(&plugins, &svc, grants, route)));
+    let status = get(&gw.admin_url("/admin/plugins")).await.json();
+    assert_eq!(
+        status["plugins"][0]["grants"],
+        serde_json::json!(["env"]),
+        "{status}"
+    );
     let reply = get(&gw.url("/")).await;
     assert_eq!(reply.status, 200);
     assert_eq!(
@@ -104,6 +111,15 @@ async fn grants_are_checked_like_the_rest_of_the_config() {
     assert!(ok, "{text}");
     assert!(
         text.contains("warning: plugins.grants.probe.env: plugin \"probe\" does not import gateway:plugin/env; the grant has no effect"),
+        "{text}"
+    );
+
+    // So is a grant for a plugin no route uses.
+    let stray = "  grants:\n    nobody:\n      env: [PATH]\n";
+    let (ok, text) = validate_yaml(&plugins, &config(&plugins, &svc, stray, route));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: plugins.grants.nobody: no route uses plugin \"nobody\""),
         "{text}"
     );
 

@@ -36,13 +36,19 @@ pub struct HostState {
     pub granted: Arc<Granted>,
 }
 
+/// Most WASI resources (streams, pollables) one instance may hold at once;
+/// what a plugin leaks stays in its pooled instance, so it is bounded here.
+const MAX_RESOURCES: usize = 1024;
+
 impl HostState {
     pub fn new(plugin: &Arc<str>, route: &Arc<str>, limits: Limits, granted: Arc<Granted>) -> Self {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         Self {
             // Nothing from the host: no preopened folders, no environment,
             // no network; stdio goes nowhere. std starts fine without them.
             wasi: wasi::context(),
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryLimit {
                 max: limits.memory,
                 denied: false,

@@ -102,6 +102,9 @@ fn start_call(store: &mut Store<HostState>, limits: Limits) {
     let state = store.data_mut();
     state.clock = CallClock::start(limits);
     state.overrun = None;
+    // A growth refused in an earlier call that still succeeded says nothing
+    // about this one.
+    state.limiter.denied = false;
     store.set_epoch_deadline(1);
 }
 

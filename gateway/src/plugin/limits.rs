@@ -91,8 +91,9 @@ impl ResourceLimiter for MemoryLimit {
 pub struct CallClock {
     limits: Limits,
     started: Instant,
-    /// The thread's CPU time at the first tick of this call, once reached.
-    cpu_at_first_tick: Option<Duration>,
+    /// At the first tick of this call, once reached: the thread's CPU time,
+    /// and what the call is charged for the time before it.
+    first_tick: Option<(Duration, Duration)>,
 }
 
 /// Which limit a call ran past.
@@ -112,20 +113,23 @@ impl CallClock {
         Self {
             limits,
             started: Instant::now(),
-            cpu_at_first_tick: None,
+            first_tick: None,
         }
     }
 
-    /// Called when the epoch deadline is reached: how many more ticks the
-    /// call may run, or which limit it ran past.
-    pub fn on_tick(&mut self, thread_cpu: Duration) -> Result<u64, Overrun> {
-        // Before its first tick a call ran at most one tick of CPU time.
-        let first = *self.cpu_at_first_tick.get_or_insert(thread_cpu);
-        let used = EPOCH_TICK + thread_cpu.saturating_sub(first);
+    /// Called when the epoch deadline is reached, `wall` after the call
+    /// started: how many more ticks the call may run, or which limit it ran
+    /// past.
+    pub fn on_tick(&mut self, thread_cpu: Duration, wall: Duration) -> Result<u64, Overrun> {
+        // Before its first tick a call can have run at most a tick (it is
+        // checked as soon as it runs after one), and no longer than it existed.
+        let (cpu_at_first, before_first) = *self
+            .first_tick
+            .get_or_insert((thread_cpu, EPOCH_TICK.min(wall)));
+        let used = before_first + thread_cpu.saturating_sub(cpu_at_first);
         if used >= self.limits.deadline {
             return Err(Overrun::Cpu);
         }
-        let wall = self.started.elapsed();
         if wall >= self.limits.wall_deadline {
             return Err(Overrun::Wall);
         }
@@ -135,7 +139,7 @@ impl CallClock {
 
     /// The epoch callback's answer for `on_tick`, remembering an overrun.
     pub fn update(&mut self, overrun: &mut Option<Overrun>) -> UpdateDeadline {
-        match self.on_tick(thread_cpu_time()) {
+        match self.on_tick(thread_cpu_time(), self.started.elapsed()) {
             Ok(ticks) => UpdateDeadline::Continue(ticks),
             Err(which) => {
                 *overrun = Some(which);
@@ -149,12 +153,16 @@ impl CallClock {
     }
 }
 
-/// Epoch ticks that cover `left`, rounded up; at least one.
+/// Epoch ticks that cover `left`, rounded up; at least one, and at most
+/// `u32::MAX` (wasmtime adds them to the current epoch, which must not
+/// overflow; the call is checked again by then anyway).
 fn ticks(left: Duration) -> u64 {
     let tick = EPOCH_TICK.as_nanos().max(1);
-    u64::try_from(left.as_nanos().div_ceil(tick))
-        .unwrap_or(u64::MAX)
-        .max(1)
+    let ticks = left
+        .as_nanos()
+        .div_ceil(tick)
+        .clamp(1, u128::from(u32::MAX));
+    u64::try_from(ticks).unwrap_or(u64::from(u32::MAX))
 }
 
 /// CPU time the calling thread has used.
@@ -183,19 +191,39 @@ mod tests {
     #[test]
     fn a_call_that_was_not_running_is_not_charged_for_the_wait() {
         let mut clock = CallClock::start(limits(20, 60_000));
-        // First tick: only a tick is charged, whatever the wall clock says.
+        // First tick: at most a tick is charged, however long the wall clock says.
         let cpu = Duration::from_secs(7);
-        assert_eq!(clock.on_tick(cpu), Ok(19));
+        assert_eq!(clock.on_tick(cpu, MS * 500), Ok(19));
         // Later ticks: only the CPU used since the first tick counts.
-        assert_eq!(clock.on_tick(cpu + MS * 5), Ok(14));
-        assert_eq!(clock.on_tick(cpu + MS * 18), Ok(1));
-        assert_eq!(clock.on_tick(cpu + MS * 19), Err(Overrun::Cpu));
+        assert_eq!(clock.on_tick(cpu + MS * 5, MS * 900), Ok(14));
+        assert_eq!(clock.on_tick(cpu + MS * 18, MS * 2000), Ok(1));
+        assert_eq!(clock.on_tick(cpu + MS * 19, MS * 3000), Err(Overrun::Cpu));
+    }
+
+    #[test]
+    fn a_call_younger_than_a_tick_is_charged_its_age_at_the_first_tick() {
+        // A 1ms budget is not spent by a call that began just before a tick.
+        let mut clock = CallClock::start(limits(1, 60_000));
+        let cpu = Duration::from_secs(1);
+        assert_eq!(clock.on_tick(cpu, Duration::from_micros(100)), Ok(1));
+        assert_eq!(clock.on_tick(cpu + MS, MS * 2), Err(Overrun::Cpu));
     }
 
     #[test]
     fn the_wall_clock_ceiling_ends_a_call_that_used_little_cpu() {
-        let mut clock = CallClock::start(limits(20, 0));
-        assert_eq!(clock.on_tick(Duration::ZERO), Err(Overrun::Wall));
+        let mut clock = CallClock::start(limits(20, 50));
+        assert_eq!(clock.on_tick(Duration::ZERO, MS * 40), Ok(10));
+        assert_eq!(clock.on_tick(Duration::ZERO, MS * 50), Err(Overrun::Wall));
+    }
+
+    #[test]
+    fn budgets_past_any_tick_count_do_not_overflow() {
+        let mut clock = CallClock::start(Limits {
+            deadline: Duration::MAX,
+            wall_deadline: Duration::MAX,
+            memory: ByteSize::mib(1),
+        });
+        assert_eq!(clock.on_tick(Duration::ZERO, MS), Ok(u64::from(u32::MAX)));
     }
 
     #[test]

@@ -107,6 +107,11 @@ impl Granted {
     pub fn has(&self, key: &str) -> bool {
         self.0.iter().any(|(k, _)| *k == key)
     }
+
+    /// The grant keys, for the admin API.
+    pub fn keys(&self) -> Vec<&'static str> {
+        self.0.iter().map(|(k, _)| *k).collect()
+    }
 }
 
 /// A service a plugin uses without having been granted it.

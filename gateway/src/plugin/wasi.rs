@@ -29,12 +29,17 @@ use wasmtime_wasi::{WasiCtx, WasiView};
 #[error("the plugin waited on {0}; plugins may not block")]
 pub struct WouldBlock(&'static str);
 
+/// Most random bytes one `get-random-bytes` call returns. Host calls cannot
+/// be interrupted, so a long one would run past the hook's deadline (64 MiB,
+/// wasmtime's default, takes about a tenth of a second).
+const MAX_RANDOM_BYTES: u64 = 64 * 1024;
+
 /// The context each instance gets: no environment, arguments or folders;
 /// stdio goes nowhere. The clocks are the host's real ones (wall and
 /// monotonic), so `SystemTime::now()` and `Instant::now()` work in plugins:
 /// token expiry and rate limits need them.
 pub fn context() -> WasiCtx {
-    WasiCtx::builder().build()
+    WasiCtx::builder().max_random_size(MAX_RANDOM_BYTES).build()
 }
 
 /// Adds every `wasi:cli/imports` interface to `linker`, without waiting calls.

@@ -39,6 +39,16 @@ const EXPOSE_HEADERS: &str = "access-control-expose-headers";
 const MAX_AGE: &str = "access-control-max-age";
 const VARY: &str = "vary";
 
+/// The CORS headers of a response, which this plugin alone decides.
+const RESPONSE_HEADERS: [&str; 6] = [
+    ALLOW_ORIGIN,
+    ALLOW_CREDENTIALS,
+    EXPOSE_HEADERS,
+    ALLOW_METHODS,
+    ALLOW_HEADERS,
+    MAX_AGE,
+];
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -129,6 +139,15 @@ impl TryFrom<String> for OriginRule {
         let origin = Origin::parse(&format!("{scheme}://{suffix}")).map_err(|why| refuse(&why))?;
         if origin.host.starts_with('[') {
             return Err(refuse(WHERE));
+        }
+        if origin.host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Err(refuse("an IP address has no subdomains"));
+        }
+        if !origin.host.trim_end_matches('.').contains('.') {
+            // `https://*.com` would allow every site under a top-level domain.
+            return Err(refuse(
+                "a pattern needs a domain of two labels or more after `*.`, as in `https://*.example.com`",
+            ));
         }
         Ok(Self(Rule::Subdomains(origin)))
     }
@@ -326,7 +345,8 @@ impl Cors {
             .origins
             .iter()
             .any(|rule| match (&rule.0, &parsed) {
-                (Rule::Any, _) => true,
+                // Any real origin; never `null` (sandboxed frames, files).
+                (Rule::Any, Some(_)) => true,
                 (Rule::Exact(allowed), Some(origin)) => allowed == origin,
                 (Rule::Subdomains(base), Some(origin)) => {
                     origin.scheme == base.scheme
@@ -366,7 +386,8 @@ impl Cors {
         }
         let origin = present(request.headers().get(ORIGIN))?;
         let method = present(request.headers().get(REQUEST_METHOD))?;
-        if !self.origin_allowed(&origin) {
+        let one_origin = request.headers().get_all(ORIGIN).len() == 1;
+        if !one_origin || !self.origin_allowed(&origin) {
             return Some(Response::error_for(
                 request,
                 403,
@@ -426,9 +447,11 @@ impl Cors {
         headers
     }
 
-    /// The response hook: adds [`cors_headers`](Self::cors_headers), except
-    /// on a preflight's answer (this plugin's own) and on a response that
-    /// already has `Access-Control-Allow-Origin`.
+    /// The response hook, for a request that carried an `Origin` (other
+    /// responses pass untouched): the route's CORS policy is this plugin's
+    /// alone, so the upstream's own `Access-Control-*` headers are removed,
+    /// then [`cors_headers`](Self::cors_headers) added for an allowed origin.
+    /// A preflight's answer (this plugin's own) is left as it is.
     pub fn add_cors_headers(&self, response: &Response) {
         let head = response.request();
         let Some(origin) = present(head.header(ORIGIN)) else {
@@ -437,11 +460,13 @@ impl Cors {
         if head.method() == "OPTIONS" && present(head.header(REQUEST_METHOD)).is_some() {
             return;
         }
-        let headers = self.cors_headers(&origin);
-        if headers.is_empty() || response.headers().contains(ALLOW_ORIGIN) {
+        for name in RESPONSE_HEADERS {
+            response.headers().remove(name);
+        }
+        if head.header_all(ORIGIN).len() != 1 {
             return;
         }
-        for (name, value) in headers {
+        for (name, value) in self.cors_headers(&origin) {
             if name == VARY {
                 if !varies_by_origin(&response.headers().get_all(VARY)) {
                     response.headers().append(VARY, &value);
@@ -588,7 +613,10 @@ mod tests {
     fn a_star_allows_any_origin_but_never_with_credentials() {
         let any = cors(r#"{"origins":["*"]}"#);
         assert!(any.origin_allowed("https://whoever.test"));
-        assert!(any.origin_allowed("null"));
+        assert!(
+            !any.origin_allowed("null"),
+            "`*` is any real origin, not `null`"
+        );
         assert_eq!(
             any.cors_headers("https://whoever.test"),
             vec![(ALLOW_ORIGIN, "*".to_string())]
@@ -784,13 +812,41 @@ mod tests {
             assert!(response.headers().is_empty(), "{request:?}");
         }
 
-        // The upstream did CORS itself: not touched.
+        // The upstream's own CORS headers give way to the plugin's policy.
         let request = Request::new("GET", "/").with_header("origin", "https://a.test");
         let response = Response::new(200)
-            .with_header("access-control-allow-origin", "https://a.test")
+            .with_header("access-control-allow-origin", "*")
+            .with_header("access-control-allow-credentials", "true")
             .with_request(&request);
         c.add_cors_headers(&response);
-        assert_eq!(response.headers().len(), 1);
+        assert_eq!(
+            response.headers().get_all(ALLOW_ORIGIN),
+            vec!["https://a.test"]
+        );
+        assert!(!response.headers().contains(ALLOW_CREDENTIALS));
+        let stranger = Request::new("GET", "/").with_header("origin", "https://evil.test");
+        let response = Response::new(200)
+            .with_header("access-control-allow-origin", "*")
+            .with_header("x-kept", "1")
+            .with_request(&stranger);
+        c.add_cors_headers(&response);
+        assert_eq!(
+            response.headers().lines(),
+            vec![("x-kept".to_string(), "1".to_string())]
+        );
+
+        // Two Origin headers are no origin at all.
+        let twice = Request::new("GET", "/")
+            .with_header("origin", "https://a.test")
+            .with_header("origin", "https://evil.test");
+        let response = Response::new(200).with_request(&twice);
+        c.add_cors_headers(&response);
+        assert!(response.headers().is_empty());
+        let preflight = Request::new("OPTIONS", "/")
+            .with_header("origin", "https://a.test")
+            .with_header("origin", "https://a.test")
+            .with_header(REQUEST_METHOD, "GET");
+        assert_eq!(c.preflight(&preflight).map(|r| r.status()), Some(403));
 
         // A Vary that already names Origin is not repeated.
         let response = Response::new(200)
@@ -842,6 +898,8 @@ mod tests {
             ("*://a.example.com", "may only start the host"),
             ("https://*.[::1]", "may only start the host"),
             ("https://*.*.example.com", "more than one `*`"),
+            ("https://*.com", "two labels or more"),
+            ("https://*.0.0.1", "an IP address has no subdomains"),
             ("null", "no scheme"),
         ] {
             let json = format!(r#"{{"origins":["https://ok.test","*",{bad:?}]}}"#);
