@@ -2,11 +2,13 @@
 //! not fail plugins for time their thread spent waiting for a core; a
 //! wall-clock ceiling still ends a call that takes too long for any reason.
 //!
-//! The gateway is pinned to one core and CPU-hogging processes are pinned
-//! beside it, so its threads get a fraction of that core.
+//! The gateway is pinned to one core and busy threads of the test process
+//! are pinned beside it, so its threads get a fraction of that core.
 
-use std::process::{Child, Command};
-use std::time::Duration;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
@@ -15,47 +17,65 @@ use http_body_util::Full;
 use crate::support::{Backend, Gateway, PluginDir, send, upstream};
 
 /// The core the gateway and the hogs share.
-const CORE: &str = "0";
+const CORE: usize = 0;
 
-/// Busy processes pinned to `CORE`; killed when dropped (and each stops
-/// by itself after a minute).
-struct Hogs(Vec<Child>);
+/// Busy threads pinned to `CORE`; they stop when dropped, and after a
+/// minute in any case. Threads, not processes, so that nothing outlives
+/// the test.
+struct Hogs {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
 
 impl Hogs {
     fn start(count: usize) -> Hogs {
-        Hogs(
-            (0..count)
-                .map(|_| {
-                    Command::new("taskset")
-                        .args([
-                            "-c",
-                            CORE,
-                            "timeout",
-                            "60",
-                            "sh",
-                            "-c",
-                            "while :; do :; done",
-                        ])
-                        .spawn()
-                        .expect("start a CPU hog with taskset")
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    pin_this_thread();
+                    let started = Instant::now();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed)
+                        && started.elapsed() < Duration::from_secs(60)
+                    {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
                 })
-                .collect(),
-        )
+            })
+            .collect();
+        Hogs { stop, threads }
     }
 }
 
 impl Drop for Hogs {
     fn drop(&mut self) {
-        for hog in &mut self.0 {
-            let _ = hog.kill();
-            let _ = hog.wait();
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
 
+/// Pins the calling thread to `CORE` (its id from `/proc/thread-self`).
+fn pin_this_thread() {
+    let link = std::fs::read_link("/proc/thread-self").expect("read /proc/thread-self");
+    let tid = link
+        .file_name()
+        .and_then(|t| t.to_str())
+        .expect("a thread id")
+        .to_string();
+    let status = Command::new("taskset")
+        .args(["-p", "-c", &CORE.to_string(), &tid])
+        .output()
+        .expect("run taskset");
+    assert!(status.status.success(), "taskset: {status:?}");
+}
+
 fn pin(gw: &Gateway) {
     let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", CORE, &gw.pid().to_string()])
+        .args(["-a", "-p", "-c", &CORE.to_string(), &gw.pid().to_string()])
         .output()
         .expect("run taskset");
     assert!(status.status.success(), "taskset: {status:?}");

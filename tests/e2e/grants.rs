@@ -3,7 +3,6 @@
 //! What a component imports is read at load, so a plugin that would reach
 //! for something it was not given never starts serving.
 
-use crate::support::gateway::{validate, write_config};
 use crate::support::{Backend, Gateway, PluginDir, get, upstream};
 
 fn config(plugins: &PluginDir, svc: &Backend, grants: &str, routes: &str) -> String {
@@ -12,15 +11,6 @@ fn config(plugins: &PluginDir, svc: &Backend, grants: &str, routes: &str) -> Str
         plugins.section(grants),
         upstream("svc", &[svc], "")
     )
-}
-
-fn validate_yaml(plugins: &PluginDir, yaml: &str) -> (bool, String) {
-    let (_dir, path) = write_config(yaml);
-    let (ok, text) = validate(&path);
-    let text = text
-        .replace(&path.display().to_string(), "FILE")
-        .replace(&plugins.path().display().to_string(), "DIR");
-    (ok, text)
 }
 
 #[tokio::test]
@@ -33,7 +23,7 @@ async fn a_plugin_importing_what_no_config_grants_is_refused_at_load() {
         "",
         "  - { name: ok, upstream: svc, plugins: [{ name: probe }] }\n  - { name: net, upstream: svc, plugins: [{ name: sockets }] }\n",
     );
-    let (ok, text) = validate_yaml(&plugins, &yaml);
+    let (ok, text) = plugins.validate(&yaml);
     assert!(!ok);
     assert!(
         text.contains(
@@ -56,7 +46,7 @@ async fn a_host_service_needs_a_grant_naming_the_plugin_and_the_key() {
     let route = "  - name: secret\n    upstream: svc\n    plugins:\n      - { name: secret-reader, config: { name: PATH } }\n";
 
     // Not granted: refused, saying which key would grant it.
-    let (ok, text) = validate_yaml(&plugins, &config(&plugins, &svc, "", route));
+    let (ok, text) = plugins.validate(&config(&plugins, &svc, "", route));
     assert!(!ok);
     assert!(
         text.contains(":12: routes[0].plugins[0].name: plugin \"secret-reader\" imports gateway:plugin/env, which it is not granted; grant it under plugins.grants.secret-reader.env"),
@@ -107,7 +97,7 @@ async fn grants_are_checked_like_the_rest_of_the_config() {
 
     // A grant the plugin has no use for is a warning, not an error.
     let unused = "  grants:\n    probe:\n      env: [PATH]\n";
-    let (ok, text) = validate_yaml(&plugins, &config(&plugins, &svc, unused, route));
+    let (ok, text) = plugins.validate(&config(&plugins, &svc, unused, route));
     assert!(ok, "{text}");
     assert!(
         text.contains("warning: plugins.grants.probe.env: plugin \"probe\" does not import gateway:plugin/env; the grant has no effect"),
@@ -116,7 +106,7 @@ async fn grants_are_checked_like_the_rest_of_the_config() {
 
     // So is a grant for a plugin no route uses.
     let stray = "  grants:\n    nobody:\n      env: [PATH]\n";
-    let (ok, text) = validate_yaml(&plugins, &config(&plugins, &svc, stray, route));
+    let (ok, text) = plugins.validate(&config(&plugins, &svc, stray, route));
     assert!(ok, "{text}");
     assert!(
         text.contains("warning: plugins.grants.nobody: no route uses plugin \"nobody\""),
@@ -125,14 +115,14 @@ async fn grants_are_checked_like_the_rest_of_the_config() {
 
     // A service that does not exist, or a grant of the wrong shape, points at its line.
     let unknown = "  grants:\n    probe:\n      state: {}\n";
-    let (ok, text) = validate_yaml(&plugins, &config(&plugins, &svc, unknown, route));
+    let (ok, text) = plugins.validate(&config(&plugins, &svc, unknown, route));
     assert!(!ok);
     assert!(
         text.starts_with("FILE:6: plugins.grants.probe.state: no host service is named \"state\"; the gateway grants: env"),
         "{text}"
     );
     let wrong = "  grants:\n    probe:\n      env: [PATH, 7]\n";
-    let (ok, text) = validate_yaml(&plugins, &config(&plugins, &svc, wrong, route));
+    let (ok, text) = plugins.validate(&config(&plugins, &svc, wrong, route));
     assert!(!ok);
     assert!(
         text.starts_with("FILE:6: plugins.grants.probe.env[1]: invalid type"),

@@ -5,7 +5,6 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use crate::support::gateway::{validate, write_config};
 use crate::support::{Backend, Gateway, PluginDir, get, send, upstream};
 
 /// One upstream `svc` and the given routes, with `plugins` as the plugin folder.
@@ -336,16 +335,6 @@ async fn a_failing_response_hook_is_a_500_naming_the_plugin() {
     }
 }
 
-/// Runs `gateway validate` on `yaml` and returns its output with paths shortened.
-fn validate_yaml(plugins: &PluginDir, yaml: &str) -> (bool, String) {
-    let (_dir, path) = write_config(yaml);
-    let (ok, text) = validate(&path);
-    let text = text
-        .replace(&path.display().to_string(), "FILE")
-        .replace(&plugins.path().display().to_string(), "DIR");
-    (ok, text)
-}
-
 #[tokio::test]
 async fn bad_plugins_fail_the_config_load_with_route_and_plugin_named() {
     let plugins = PluginDir::with(&["probe", "next-major"]);
@@ -378,14 +367,13 @@ async fn bad_plugins_fail_the_config_load_with_route_and_plugin_named() {
         ),
     ];
     for (routes, expected) in cases {
-        let (ok, text) = validate_yaml(&plugins, &format!("{head}{routes}"));
+        let (ok, text) = plugins.validate(&format!("{head}{routes}"));
         assert!(!ok, "{routes}");
         assert_eq!(text, expected, "{routes}");
     }
-    let (ok, text) = validate_yaml(
-        &plugins,
-        &format!("{head}  - {{ name: users, upstream: svc, plugins: [{{ name: garbage }}] }}\n"),
-    );
+    let (ok, text) = plugins.validate(&format!(
+        "{head}  - {{ name: users, upstream: svc, plugins: [{{ name: garbage }}] }}\n"
+    ));
     assert!(!ok);
     assert!(
         text.starts_with("FILE:8: routes[0].plugins[0].name: plugin \"garbage\": DIR/garbage.wasm is not a WebAssembly component"),

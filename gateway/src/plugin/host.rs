@@ -1,12 +1,13 @@
-//! What a plugin's store holds (`HostState`) and the linker every plugin is
-//! linked with: WASI without grants, the basic `gateway:plugin` imports, and
-//! each host service's imports (granted or not: whether a plugin may import
-//! a service is decided at load, see `services`).
+//! What a plugin's store holds (`HostState`, with the host services it was
+//! granted), and the imports every plugin is linked with: WASI without
+//! grants and the basic `gateway:plugin` interfaces. Host services link
+//! themselves (`services::link`).
 
 mod context;
 mod log;
 mod message;
 
+use std::any::Any;
 use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -15,7 +16,6 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings;
 use super::exchange::Exchange;
 use super::limits::{CallClock, Limits, MemoryLimit, Overrun};
-use super::services::{self, Granted};
 use super::wasi;
 
 /// One instance's store: its WASI context (no files, network or
@@ -34,6 +34,42 @@ pub struct HostState {
     /// The message the hook in progress reads and edits.
     pub exchange: Exchange,
     pub granted: Arc<Granted>,
+}
+
+/// The host services one plugin was granted, each as its service built it
+/// from the grant (see `services`), by grant key.
+#[derive(Default)]
+pub struct Granted(Vec<(&'static str, Arc<dyn Any + Send + Sync>)>);
+
+impl std::fmt::Debug for Granted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
+impl Granted {
+    pub fn new(services: Vec<(&'static str, Arc<dyn Any + Send + Sync>)>) -> Self {
+        Self(services)
+    }
+
+    /// What the service granted by `key` built, if it was granted.
+    pub fn get(&self, key: &str) -> Option<&(dyn Any + Send + Sync)> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, shared)| shared.as_ref())
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The grant keys, for the admin API.
+    pub fn keys(&self) -> Vec<&'static str> {
+        self.0.iter().map(|(k, _)| *k).collect()
+    }
 }
 
 /// Most WASI resources (streams, pollables) one instance may hold at once;
@@ -76,7 +112,7 @@ fn this(state: &mut HostState) -> &mut HostState {
     state
 }
 
-/// Adds every import a plugin may have to `linker`.
+/// Adds WASI and the basic imports to `linker`.
 pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     use bindings::gateway::plugin as wit;
     wasi::link(linker)?;
@@ -86,8 +122,5 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::response::add_to_linker::<HostState, HasSelf<HostState>>(linker, this)?;
     wit::context::add_to_linker::<HostState, HasSelf<HostState>>(linker, this)?;
     wit::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, this)?;
-    for service in services::ALL {
-        service.link(linker)?;
-    }
     Ok(())
 }

@@ -88,6 +88,7 @@ impl PluginRuntime {
         let engine = Engine::new(&config).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
         host::link(&mut linker).map_err(engine_error)?;
+        services::link(&mut linker).map_err(engine_error)?;
 
         // Deadlines need time to move: advance the epoch on a thread of its own.
         let ticker_stop = Arc::new(AtomicBool::new(false));

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use wasmtime::component::Linker;
 
+pub use super::host::Granted;
 use super::host::HostState;
 
 /// A service a plugin must be granted.
@@ -83,35 +84,21 @@ impl<S: HostService> Service for Registered<S> {
     }
 }
 
-/// The services one plugin was granted, configured.
-#[derive(Default)]
-pub struct Granted(Vec<(&'static str, Arc<dyn Any + Send + Sync>)>);
-
-impl std::fmt::Debug for Granted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|(k, _)| k))
-            .finish()
-    }
+/// What service `S` uses, if the plugin whose store holds `granted` was
+/// granted it.
+pub fn shared<S: HostService>(granted: &Granted) -> Option<&S::Shared> {
+    granted
+        .get(S::GRANT)
+        .and_then(|shared| shared.downcast_ref())
 }
 
-impl Granted {
-    /// What service `S` uses, if the plugin was granted it.
-    pub fn get<S: HostService>(&self) -> Option<&S::Shared> {
-        self.0
-            .iter()
-            .find(|(key, _)| *key == S::GRANT)
-            .and_then(|(_, shared)| shared.downcast_ref())
+/// Adds every service's host functions to the linker (granted or not:
+/// whether a plugin may import one is decided at load).
+pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    for service in ALL {
+        service.link(linker)?;
     }
-
-    pub fn has(&self, key: &str) -> bool {
-        self.0.iter().any(|(k, _)| *k == key)
-    }
-
-    /// The grant keys, for the admin API.
-    pub fn keys(&self) -> Vec<&'static str> {
-        self.0.iter().map(|(k, _)| *k).collect()
-    }
+    Ok(())
 }
 
 /// A service a plugin uses without having been granted it.
@@ -176,7 +163,7 @@ pub fn interface_of(key: &str) -> Option<&'static str> {
 pub fn configure(
     grants: &BTreeMap<String, serde_json::Value>,
 ) -> Result<Granted, Vec<(String, String)>> {
-    let mut granted = Granted::default();
+    let mut granted = Vec::new();
     let mut problems = Vec::new();
     for (key, grant) in grants {
         let Some(service) = ALL.iter().find(|s| s.grant_key() == key) else {
@@ -191,7 +178,7 @@ pub fn configure(
             continue;
         };
         match service.configure(grant) {
-            Ok(shared) => granted.0.push((service.grant_key(), shared)),
+            Ok(shared) => granted.push((service.grant_key(), shared)),
             Err((path, message)) => {
                 let at = if path.is_empty() || path.starts_with('[') {
                     format!("{key}{path}")
@@ -203,7 +190,7 @@ pub fn configure(
         }
     }
     if problems.is_empty() {
-        Ok(granted)
+        Ok(Granted::new(granted))
     } else {
         Err(problems)
     }
@@ -235,7 +222,7 @@ mod tests {
             serde_json::from_value(json).unwrap_or_default()
         };
         let ok = configure(&grants(serde_json::json!({ "env": ["HOME"] })));
-        assert!(ok.is_ok_and(|g| g.has("env") && g.get::<env::Env>().is_some()));
+        assert!(ok.is_ok_and(|g| g.has("env") && shared::<env::Env>(&g).is_some()));
         let unknown = configure(&grants(serde_json::json!({ "state": {} })));
         let problems = unknown.err().unwrap_or_default();
         assert_eq!(problems.len(), 1);

@@ -24,6 +24,17 @@ impl PluginDir {
         self.dir.path().join(format!("{name}.wasm"))
     }
 
+    /// Runs `gateway validate` on `yaml` and returns its output, with the
+    /// config file's path shortened to `FILE` and this folder's to `DIR`.
+    pub fn validate(&self, yaml: &str) -> (bool, String) {
+        let (_dir, path) = super::gateway::write_config(yaml);
+        let (ok, text) = super::gateway::validate(&path);
+        let text = text
+            .replace(&path.display().to_string(), "FILE")
+            .replace(&self.path().display().to_string(), "DIR");
+        (ok, text)
+    }
+
     /// The `plugins:` config section for this folder, with a private cache.
     pub fn section(&self, extra: &str) -> String {
         format!(

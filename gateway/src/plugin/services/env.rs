@@ -12,26 +12,26 @@ use crate::plugin::host::HostState;
 pub struct Env;
 
 /// The granted names and their values.
-pub struct Granted(Vec<(String, Option<String>)>);
+pub struct Variables(Vec<(String, Option<String>)>);
 
 impl HostService for Env {
     const GRANT: &'static str = "env";
     const INTERFACE: &'static str = "gateway:plugin/env";
     type Grant = Vec<String>;
-    type Shared = Granted;
+    type Shared = Variables;
 
     fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         env::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
     }
 
-    fn configure(names: Vec<String>) -> Result<Granted, String> {
+    fn configure(names: Vec<String>) -> Result<Variables, String> {
         if let Some(bad) = names
             .iter()
             .find(|n| n.is_empty() || n.contains(['=', '\0']))
         {
             return Err(format!("`{bad}` is not an environment variable name"));
         }
-        Ok(Granted(
+        Ok(Variables(
             names
                 .into_iter()
                 .map(|name| {
@@ -45,11 +45,8 @@ impl HostService for Env {
 
 impl env::Host for HostState {
     fn get(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        let granted = self
-            .granted
-            .get::<Env>()
-            .ok_or(NotGranted(Env::INTERFACE))?;
-        Ok(granted
+        let variables = super::shared::<Env>(&self.granted).ok_or(NotGranted(Env::INTERFACE))?;
+        Ok(variables
             .0
             .iter()
             .find(|(n, _)| *n == name)
