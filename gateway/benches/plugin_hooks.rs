@@ -11,7 +11,7 @@
 //! response hook reading the request, each against the same chain of
 //! plugins whose hooks run and do nothing.
 //!
-//! `cargo bench -p gateway --bench plugin_hooks`. The pooled/fresh figures
+//! `cargo bench --workspace --bench plugin_hooks`. The pooled/fresh figures
 //! behind the choice in `gateway/src/plugin/chain.rs` come from here.
 
 use std::sync::Arc;

@@ -60,6 +60,9 @@ impl Snapshot {
             })
             .collect();
         let mut built = Built::default();
+        if let Some(settings) = &config.plugins {
+            configure_grants(settings, &mut built);
+        }
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
             let Some(upstream) = upstreams.iter().position(|u| *u.name == *route.upstream) else {
@@ -119,6 +122,9 @@ pub fn plugin_dir(config: &Config, plugins: &PluginsConfig) -> PathBuf {
 #[derive(Default)]
 struct Built {
     plugins: BTreeMap<String, PluginInUse>,
+    /// Each plugin's configured grants; `None` where they were refused
+    /// (reported once, whichever routes use the plugin).
+    grants: BTreeMap<String, Option<Arc<Granted>>>,
     warnings: Vec<String>,
     problems: Vec<(String, String)>,
 }
@@ -251,6 +257,26 @@ async fn load(
 /// The host services `plugins.grants.<name>` grants, checked against what
 /// the plugin imports: an import without a grant is a problem at the chain
 /// entry, a grant without an import a warning.
+/// Builds every plugin's grants from `plugins.grants`, used by a route or
+/// not, so a bad grant is an error wherever it is.
+fn configure_grants(settings: &PluginsConfig, built: &mut Built) {
+    for (name, grants) in &settings.grants {
+        let granted = match services::configure(grants) {
+            Ok(granted) => Some(Arc::new(granted)),
+            Err(problems) => {
+                let base = format!("plugins.grants.{name}");
+                built.problems.extend(
+                    problems
+                        .into_iter()
+                        .map(|(field, message)| (join_field(&base, &field), message)),
+                );
+                None
+            }
+        };
+        built.grants.insert(name.clone(), granted);
+    }
+}
+
 fn grants(
     settings: &PluginsConfig,
     name: &str,
@@ -260,17 +286,11 @@ fn grants(
 ) -> Option<Arc<Granted>> {
     let empty = BTreeMap::new();
     let config = settings.grants.get(name).unwrap_or(&empty);
-    let granted = match services::configure(config) {
-        Ok(granted) => granted,
-        Err(problems) => {
-            let base = format!("plugins.grants.{name}");
-            built.problems.extend(
-                problems
-                    .into_iter()
-                    .map(|(field, message)| (join_field(&base, &field), message)),
-            );
-            return None;
-        }
+    let granted = match built.grants.get(name) {
+        Some(Some(granted)) => granted.clone(),
+        // Refused, and already reported.
+        Some(None) => return None,
+        None => Arc::default(),
     };
     let mut missing = false;
     for key in &loaded.services {
@@ -293,5 +313,5 @@ fn grants(
             ));
         }
     }
-    (!missing).then(|| Arc::new(granted))
+    (!missing).then_some(granted)
 }

@@ -237,6 +237,12 @@ pub mod __runtime {
     }
 
     pub fn init<P: Plugin>(config: &str) -> Result<wit::Capabilities, wit::ConfigError> {
+        // A panic's message would go to stderr, which goes nowhere in the
+        // gateway: send it to the gateway's log, tagged with plugin and route.
+        #[cfg(target_arch = "wasm32")]
+        std::panic::set_hook(Box::new(|info| {
+            crate::log::error(&format!("panicked: {info}"))
+        }));
         let config: P::Config = parse_config(config)?;
         let plugin = P::new(config).map_err(|message| wit::ConfigError {
             field: String::new(),

@@ -368,15 +368,27 @@ impl Response {
     /// `request_id`, exactly like the errors the gateway answers itself:
     /// `{"error":{"status":…,"code":…,"message":…,"request_id":…}}`.
     pub fn error_for(request: &Request, status: u16, code: &str, message: &str) -> Self {
-        Self::json(
-            status,
-            &serde_json::json!({ "error": {
-                "status": status,
-                "code": code,
-                "message": message,
-                "request_id": request.request_id(),
-            } }),
-        )
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Fields<'a>,
+        }
+        // In the order the gateway's own errors have.
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            status: u16,
+            code: &'a str,
+            message: &'a str,
+            request_id: String,
+        }
+        let body = Body {
+            error: Fields {
+                status,
+                code,
+                message,
+                request_id: request.request_id(),
+            },
+        };
+        Self::json(status, &body)
     }
 
     /// Adds a header line.
@@ -523,6 +535,11 @@ mod tests {
             serde_json::from_slice(&r.body().unwrap_or_default()).unwrap_or_default();
         assert_eq!(json["error"]["request_id"], "test-request");
         assert_eq!(json["error"]["status"], 403);
+        let text = String::from_utf8(r.body().unwrap_or_default()).unwrap_or_default();
+        assert!(
+            text.starts_with(r#"{"error":{"status":403,"code":"denied""#),
+            "{text}"
+        );
     }
 
     #[test]

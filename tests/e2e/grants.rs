@@ -121,6 +121,24 @@ async fn grants_are_checked_like_the_rest_of_the_config() {
         text.starts_with("FILE:6: plugins.grants.probe.state: no host service is named \"state\"; the gateway grants: env"),
         "{text}"
     );
+    // Whether or not a route uses the plugin, and once however many do.
+    let unused_plugin = "  grants:\n    nobody:\n      envv: [PATH]\n";
+    let (ok, text) = plugins.validate(&config(&plugins, &svc, unused_plugin, route));
+    assert!(!ok);
+    assert!(
+        text.starts_with("FILE:6: plugins.grants.nobody.envv: no host service is named \"envv\""),
+        "{text}"
+    );
+    let two_routes =
+        format!("{route}  - {{ name: r2, upstream: svc, plugins: [{{ name: probe }}] }}\n");
+    let (ok, text) = plugins.validate(&config(&plugins, &svc, unknown, &two_routes));
+    assert!(!ok);
+    assert_eq!(
+        text.matches("no host service is named").count(),
+        1,
+        "{text}"
+    );
+
     let wrong = "  grants:\n    probe:\n      env: [PATH, 7]\n";
     let (ok, text) = plugins.validate(&config(&plugins, &svc, wrong, route));
     assert!(!ok);

@@ -203,7 +203,13 @@ async fn hostile_plugins_fail_their_request_and_nothing_else() {
             .expect("request")
     };
     let cases = [
-        ("/trap", 500, "plugin_failed", "trapped"),
+        // A panic traps as `unreachable`; its own text goes to the log (below).
+        (
+            "/trap",
+            500,
+            "plugin_failed",
+            "trapped: wasm trap: wasm `unreachable` instruction executed",
+        ),
         ("/spin", 503, "plugin_timeout", "deadline"),
         ("/hog", 500, "plugin_failed", "memory limit of 8MiB"),
         // Hooks run on the gateway's thread: a WASI call that would wait traps.
@@ -258,6 +264,13 @@ async fn hostile_plugins_fail_their_request_and_nothing_else() {
     assert!(
         gw.stderr().contains("plugin \\\"probe\\\"") || gw.stderr().contains("plugin \"probe\""),
         "failures are logged"
+    );
+    let log = gw.stderr();
+    assert!(
+        log.lines().any(|l| l.contains("panicked")
+            && l.contains("the probe plugin was told to trap")
+            && (l.contains("route=\"trap\"") || l.contains("route=trap"))),
+        "a plugin's panic message reaches the gateway's log:\n{log}"
     );
 }
 

@@ -141,6 +141,11 @@ fn trap_message(error: &wasmtime::Error) -> String {
     if let Some(refused) = refused_call {
         return refused;
     }
+    // The trap's kind (a panic is `unreachable`); the rest of wasmtime's text
+    // is a backtrace. The SDK logs a panic's own message before it traps.
+    if let Some(trap) = error.chain().find_map(|e| e.downcast_ref::<Trap>()) {
+        return trap.to_string();
+    }
     let text = format!("{error:#}");
     text.lines().next().unwrap_or("unknown trap").to_string()
 }
