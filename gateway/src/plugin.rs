@@ -9,16 +9,16 @@
 //! `runtime` owns the engine and loads `.wasm` files, refusing a component
 //! built for another contract version or importing what no config grants.
 //!
-//! What a plugin can call is what the linker in `host` holds: WASI with
-//! nothing granted (`wasi`), the basic imports every plugin has (`host/`:
-//! the message, the request, the response, the request's context, the log),
-//! and host services. A host service is something an operator grants per
+//! What a plugin can call is what the runtime's linker holds: WASI with
+//! nothing granted (`wasi`), the basic imports every plugin has (`host` and
+//! `host/`: the message, the request, the response, the request's context,
+//! the log), and host services (`services`, which link themselves). A host service is something an operator grants per
 //! plugin in config (`plugins.grants.<plugin>.<service>`), denied by default.
 //! Each lives in one file under `services/` as a `HostService`: the config
 //! key that grants it, the WIT interface it provides, its host functions,
 //! and what it builds from a grant once per snapshot (a key set, a Redis
-//! client, the names a plugin may read). Its state reaches its host functions
-//! through the store (`HostState::granted`). Registering it is one line in
+//! client, the names a plugin may read). That reaches its host functions
+//! through the store (`services::shared::<S>(&state.granted)`). Registering it is one line in
 //! `services::ALL`; the chain and the proxy pipeline never change for a new
 //! service. A component's imports are read once, at load: a plugin that
 //! imports a service it was not granted is refused then, naming the config
