@@ -63,6 +63,28 @@ async fn an_early_response_skips_the_rest_and_the_upstream() {
 }
 
 #[tokio::test]
+async fn a_plugins_answer_with_more_headers_than_allowed_is_a_500_not_a_panic() {
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&config(
+        &plugins,
+        &svc,
+        "  - { name: chatty, upstream: svc, match: { path_prefix: /chatty }, plugins: [{ name: probe, config: { respond: 200, respond_headers: 30000 }, limits: { deadline: 500ms } }] }
+  - { name: calm, upstream: svc, plugins: [{ name: probe, config: { tag: calm } }] }
+",
+    ));
+    let reply = get(&gw.url("/chatty")).await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.error_code(), "plugin_failed");
+    assert!(
+        String::from_utf8_lossy(&reply.body).contains("header lines"),
+        "{:?}",
+        reply.body
+    );
+    assert_eq!(get(&gw.url("/")).await.status, 200, "still serving");
+}
+
+#[tokio::test]
 async fn bodies_reach_only_plugins_that_ask_and_are_limited() {
     let plugins = PluginDir::with(&["probe"]);
     let svc = Backend::start("svc").await;
@@ -162,7 +184,7 @@ async fn plugin_log_lines_reach_the_gateway_log_with_plugin_and_route() {
         "  - { name: chatty, upstream: svc, plugins: [{ name: probe, config: { log: hello-from-the-sandbox } }] }\n",
     ));
     assert_eq!(get(&gw.url("/")).await.status, 200);
-    let log = gw.stderr();
+    let log = gw.log_with(&["hello-from-the-sandbox"]).await;
     let line = log
         .lines()
         .find(|l| l.contains("hello-from-the-sandbox"))
@@ -191,6 +213,8 @@ async fn hostile_plugins_fail_their_request_and_nothing_else() {
         hostile("nap", "request", "sleep"),
         hostile("mangle", "request", "bad_header"),
         hostile("confused", "request", "wrong_hook"),
+        // 40,000 host calls need more than the 50ms of the others.
+        hostile("flood", "request", "flood").replace("} }] }", "}, limits: { deadline: 1s } }] }"),
         "  - { name: calm, upstream: svc, plugins: [{ name: probe, config: { tag: calm } }] }\n"
             .to_string(),
     ]
@@ -226,6 +250,8 @@ async fn hostile_plugins_fail_their_request_and_nothing_else() {
             "plugin_failed",
             "the response is not available in this hook",
         ),
+        // More headers than the host's header map can hold: refused, not a panic.
+        ("/flood", 500, "plugin_failed", "plugins may set at most"),
     ];
     for (path, status, code, says) in cases {
         for round in 0..2 {
@@ -265,7 +291,9 @@ async fn hostile_plugins_fail_their_request_and_nothing_else() {
         gw.stderr().contains("plugin \\\"probe\\\"") || gw.stderr().contains("plugin \"probe\""),
         "failures are logged"
     );
-    let log = gw.stderr();
+    let log = gw
+        .log_with(&["panicked", "the probe plugin was told to trap"])
+        .await;
     assert!(
         log.lines().any(|l| l.contains("panicked")
             && l.contains("the probe plugin was told to trap")
@@ -320,6 +348,7 @@ async fn a_failing_response_hook_is_a_500_naming_the_plugin() {
         late("trap", "trap"),
         late("mangle", "bad_header"),
         late("confused", "wrong_hook"),
+        late("flood", "flood").replace("} }] }", "}, limits: { deadline: 1s } }] }"),
     ]
     .concat();
     let gw = Gateway::start(&config(&plugins, &svc, &routes));
@@ -363,7 +392,7 @@ async fn bad_plugins_fail_the_config_load_with_route_and_plugin_named() {
         ),
         (
             "  - name: users\n    upstream: svc\n    plugins:\n      - name: probe\n        config: { colour: blue }\n",
-            "FILE:12: routes[0].plugins[0].config.colour: plugin \"probe\" refused the config of route \"users\": invalid config: unknown field `colour`, expected one of `tag`, `respond`, `refuse`, `fail_on`, `how`, `fail_when_header`, `bodies`, `log`, `report_sandbox`, `remember_header`, `recall`, `echo_request_header`, `spin_from_header`\n",
+            "FILE:12: routes[0].plugins[0].config.colour: plugin \"probe\" refused the config of route \"users\": invalid config: unknown field `colour`, expected one of `tag`, `respond`, `respond_headers`, `refuse`, `fail_on`, `how`, `fail_when_header`, `bodies`, `log`, `report_sandbox`, `remember_header`, `recall`, `echo_request_header`, `spin_from_header`\n",
         ),
         (
             // A field of the wrong type: the plugin names it, the gateway finds its line.

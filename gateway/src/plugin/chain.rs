@@ -36,7 +36,7 @@ use http::{Request, Response, StatusCode};
 
 use super::PluginError;
 use super::bindings::{self, Capabilities};
-use super::exchange::{Exchange, Message, parse_header};
+use super::exchange::{Exchange, MAX_HEADER_BYTES, MAX_HEADER_LINES, Message, parse_header};
 use super::instance::Instance;
 use super::limits::{Limits, default_wall_deadline};
 use super::request_context::{RequestContext, RequestHead};
@@ -419,14 +419,62 @@ fn reassemble(held: Option<Bytes>, streaming: Option<Body>) -> Body {
 fn http_response(answer: bindings::Response) -> Result<Response<Body>, PluginError> {
     let status = StatusCode::from_u16(answer.status)
         .map_err(|_| PluginError::BadOutput(format!("status {}", answer.status)))?;
-    let mut headers = HeaderMap::with_capacity(answer.headers.len());
+    let bytes: usize = answer
+        .headers
+        .iter()
+        .map(|h| h.name.len().saturating_add(h.value.len()))
+        .fold(0, usize::saturating_add);
+    if answer.headers.len() > MAX_HEADER_LINES || bytes > MAX_HEADER_BYTES {
+        return Err(PluginError::BadOutput(format!(
+            "answer with {} header lines and {bytes} bytes of headers (at most {MAX_HEADER_LINES} and {MAX_HEADER_BYTES})",
+            answer.headers.len()
+        )));
+    }
+    let mut headers = HeaderMap::new();
     for header in answer.headers {
         let (name, value) =
             parse_header(&header.name, header.value).map_err(PluginError::BadOutput)?;
-        headers.append(name, value);
+        headers
+            .try_append(name, value)
+            .map_err(|_| PluginError::BadOutput("answer with too many headers".into()))?;
     }
     let mut response = Response::new(body::full(answer.body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(lines: usize, value: &str) -> bindings::Response {
+        bindings::Response {
+            status: 200,
+            headers: (0..lines)
+                .map(|i| bindings::Header {
+                    name: format!("x-h-{i}"),
+                    value: value.to_string(),
+                })
+                .collect(),
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_plugins_answer_is_bounded_not_a_panic() {
+        // 24,577 lines used to panic `HeaderMap::with_capacity`.
+        for (lines, value) in [
+            (24_577, "v"),
+            (MAX_HEADER_LINES + 1, "v"),
+            (10, &*"v".repeat(MAX_HEADER_BYTES)),
+        ] {
+            match http_response(answer(lines, value)) {
+                Err(PluginError::BadOutput(what)) => assert!(what.contains("at most"), "{what}"),
+                other => panic!("{lines} lines: {other:?}"),
+            }
+        }
+        let fine = http_response(answer(MAX_HEADER_LINES, "v"));
+        assert!(fine.is_ok_and(|r| r.headers().len() == MAX_HEADER_LINES));
+    }
 }

@@ -9,6 +9,15 @@ use http::{Method, StatusCode, Uri, request, response};
 
 use super::request_context::{RequestContext, lossy};
 
+/// Most header lines a message may have for a plugin to add another, and in
+/// an answer a plugin builds: past it the request fails with
+/// `500 plugin_failed`, never a panic in the host's header map (which
+/// cannot hold more than 32,768 entries).
+pub const MAX_HEADER_LINES: usize = 1000;
+/// Most bytes of header names and values plugins may add to one message,
+/// and put in an answer they build.
+pub const MAX_HEADER_BYTES: usize = 256 * 1024;
+
 /// What the hook in progress works on.
 #[derive(Debug, Default)]
 pub enum Message {
@@ -36,6 +45,8 @@ pub struct Exchange {
     /// The first edit that was not valid HTTP; it fails the request once the
     /// hook returns.
     pub invalid: Option<String>,
+    /// Bytes of header names and values plugins set on this message.
+    header_bytes_set: usize,
 }
 
 /// A host call the current hook may not make (the request's method from a
@@ -89,15 +100,27 @@ impl Exchange {
     }
 
     pub fn set_header(&mut self, name: &str, value: String, append: bool) -> Result<(), WrongHook> {
+        self.header_bytes_set = self
+            .header_bytes_set
+            .saturating_add(name.len() + value.len());
+        let too_many = self.header_bytes_set > MAX_HEADER_BYTES;
         let headers = self.headers_mut()?;
-        match parse_header(name, value) {
-            Ok((name, value)) if append => {
-                headers.append(name, value);
+        if too_many || headers.len() >= MAX_HEADER_LINES {
+            self.reject(format!(
+                "header `{name}`: plugins may set at most {MAX_HEADER_BYTES} bytes of headers, on a message of at most {MAX_HEADER_LINES} lines"
+            ));
+            return Ok(());
+        }
+        let stored = match parse_header(name, value) {
+            Ok((name, value)) if append => headers.try_append(name, value).map(drop),
+            Ok((name, value)) => headers.try_insert(name, value).map(drop),
+            Err(what) => {
+                self.reject(what);
+                return Ok(());
             }
-            Ok((name, value)) => {
-                headers.insert(name, value);
-            }
-            Err(what) => self.reject(what),
+        };
+        if stored.is_err() {
+            self.reject(format!("header `{name}`: the message has too many headers"));
         }
         Ok(())
     }
@@ -329,6 +352,31 @@ mod tests {
         ex.set_query("a=1")?;
         assert_eq!(ex.invalid.as_deref(), Some("path `*?a=1`"));
         assert_eq!(ex.path()?, "*");
+        Ok(())
+    }
+
+    #[test]
+    fn plugins_cannot_grow_a_message_past_its_header_limits() -> Result<(), WrongHook> {
+        let mut ex = request_exchange("/a");
+        for i in 0..MAX_HEADER_LINES * 3 {
+            ex.set_header(&format!("x-flood-{i}"), "v".into(), true)?;
+        }
+        assert_eq!(ex.header_lines().len(), MAX_HEADER_LINES);
+        assert!(
+            ex.invalid.as_deref().is_some_and(|w| w.contains("at most")),
+            "{:?}",
+            ex.invalid
+        );
+
+        let mut ex = request_exchange("/a");
+        let big = "v".repeat(MAX_HEADER_BYTES / 4);
+        for _ in 0..8 {
+            ex.set_header("x-big", big.clone(), false)?;
+        }
+        assert!(
+            ex.invalid.is_some(),
+            "bytes set are counted even when replacing"
+        );
         Ok(())
     }
 

@@ -124,6 +124,21 @@ impl Gateway {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// The log once it has a line containing every one of `needles` (the
+    /// gateway's stderr is read by a thread of its own, so a line written
+    /// before a response may arrive after it); the log as it is after 10s.
+    pub async fn log_with(&self, needles: &[&str]) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.stderr();
+            let found = log.lines().any(|l| needles.iter().all(|n| l.contains(n)));
+            if found || started.elapsed() > Duration::from_secs(10) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Peak resident memory of the gateway process so far, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         self.proc_status_kib("VmHWM:")

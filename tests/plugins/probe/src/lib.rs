@@ -5,11 +5,12 @@
 //! - `respond: STATUS` answers the request itself;
 //! - `refuse: MESSAGE` refuses its config;
 //! - `fail_on: request | response` with `how: trap | loop | grow | sleep |
-//!   bad_header | wrong_hook` misbehaves in that hook: panics (a trap), spins
-//!   forever, allocates without bound, sleeps (waits on WASI), sets a header
-//!   the name of which is not valid HTTP, or calls an import the hook may
-//!   not (the response's status from the request hook, a change to the
-//!   request's path from the response hook);
+//!   bad_header | wrong_hook | flood` misbehaves in that hook: panics (a
+//!   trap), spins forever, allocates without bound, sleeps (waits on WASI),
+//!   sets a header the name of which is not valid HTTP, calls an import the
+//!   hook may not (the response's status from the request hook, a change to
+//!   the request's path from the response hook), or adds 40,000 headers;
+//! - `respond_headers: N` puts N headers in the `respond` answer;
 //! - `fail_when_header: NAME` misbehaves only for requests carrying NAME;
 //! - `bodies: true` asks for bodies and reports their sizes in headers;
 //! - `log: MESSAGE` writes MESSAGE to the gateway's log on every request;
@@ -36,6 +37,8 @@ use plugin_sdk::prelude::*;
 struct Config {
     tag: Option<String>,
     respond: Option<u16>,
+    #[serde(default)]
+    respond_headers: usize,
     refuse: Option<String>,
     fail_on: Option<String>,
     how: Option<String>,
@@ -85,6 +88,7 @@ impl Plugin for Probe {
         if self.cfg.fail_on.as_deref() == Some("request") && triggered {
             match self.cfg.how.as_deref() {
                 Some("bad_header") => request.headers_mut().insert("bad name", "x"),
+                Some("flood") => flood(request.headers()),
                 Some("wrong_hook") => {
                     plugin_sdk::bindings::gateway::plugin::response::status();
                 }
@@ -118,10 +122,14 @@ impl Plugin for Probe {
                 .insert("x-request-body-bytes", &size.to_string());
         }
         match self.cfg.respond {
-            Some(status) => Action::Respond(
-                Response::text(status, "answered by the probe plugin")
-                    .with_header("x-answered-by", self.cfg.tag.as_deref().unwrap_or("probe")),
-            ),
+            Some(status) => {
+                let answer = Response::text(status, "answered by the probe plugin")
+                    .with_header("x-answered-by", self.cfg.tag.as_deref().unwrap_or("probe"));
+                for i in 0..self.cfg.respond_headers {
+                    answer.headers().append(&format!("x-answer-{i}"), "v");
+                }
+                Action::Respond(answer)
+            }
             None => Action::Continue,
         }
     }
@@ -130,6 +138,7 @@ impl Plugin for Probe {
         if self.cfg.fail_on.as_deref() == Some("response") {
             match self.cfg.how.as_deref() {
                 Some("bad_header") => response.headers_mut().insert("x-ok", "bad\nvalue"),
+                Some("flood") => flood(response.headers()),
                 Some("wrong_hook") => {
                     plugin_sdk::bindings::gateway::plugin::request::set_path("/changed");
                 }
@@ -160,6 +169,13 @@ impl Plugin for Probe {
                 .headers_mut()
                 .insert("x-response-body-bytes", &size.to_string());
         }
+    }
+}
+
+/// Adds 40,000 distinct headers (the host's header map holds at most 32,768).
+fn flood(headers: &Headers) {
+    for i in 0..40_000 {
+        headers.append(&format!("x-flood-{i}"), "v");
     }
 }
 
