@@ -22,6 +22,16 @@ pub struct Problem {
     pub message: String,
 }
 
+/// `field` (a path as serde reports it: `origins[2]`, `a.b`, or empty for
+/// the whole) below the field `at`.
+pub fn join_field(at: &str, field: &str) -> String {
+    if field.is_empty() || field.starts_with('[') {
+        format!("{at}{field}")
+    } else {
+        format!("{at}.{field}")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: cannot read the config file: {source}", file.display())]

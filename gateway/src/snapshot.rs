@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError, PluginsConfig, RouteConfig};
+use crate::config::{Config, ConfigError, PluginsConfig, RouteConfig, join_field};
 use crate::error::ProxyError;
 use crate::plugin::chain::ChainEntry;
 use crate::plugin::runtime::LoadedPlugin;
@@ -187,15 +187,6 @@ async fn build_chain(
         .then(|| Chain::new(entries, settings.max_body_bytes.0))
 }
 
-/// `field` (as a plugin or service reports it: `origins[2]`, `a.b`) below `at`.
-fn join_field(at: &str, field: &str) -> String {
-    if field.is_empty() || field.starts_with('[') {
-        format!("{at}{field}")
-    } else {
-        format!("{at}.{field}")
-    }
-}
-
 /// The compiled plugin `name` with its grants: from its file (compiled off
 /// the async workers), or, when the file is gone, the version already running.
 async fn load(
@@ -254,9 +245,6 @@ async fn load(
     Some(in_use)
 }
 
-/// The host services `plugins.grants.<name>` grants, checked against what
-/// the plugin imports: an import without a grant is a problem at the chain
-/// entry, a grant without an import a warning.
 /// Builds every plugin's grants from `plugins.grants`, used by a route or
 /// not, so a bad grant is an error wherever it is.
 fn configure_grants(settings: &PluginsConfig, built: &mut Built) {
@@ -277,6 +265,9 @@ fn configure_grants(settings: &PluginsConfig, built: &mut Built) {
     }
 }
 
+/// The host services `plugins.grants.<name>` grants, checked against what
+/// the plugin imports: an import without a grant is a problem at the chain
+/// entry, a grant without an import a warning.
 fn grants(
     settings: &PluginsConfig,
     name: &str,

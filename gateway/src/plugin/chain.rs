@@ -274,15 +274,13 @@ impl Chain {
         let Message::Request(mut parts) = exchange.message else {
             unreachable!("hooks cannot change the kind of message");
         };
+        if !matches!(outcome, Ok(None)) {
+            // Answered here: response hooks read the request as it stood.
+            self.keep_request(context, || RequestHead::of_parts(&parts));
+        }
         match outcome {
-            Err(failure) => {
-                self.keep_request(context, || RequestHead::of_parts(&parts));
-                Err(failure)
-            }
-            Ok(Some((response, ran))) => {
-                self.keep_request(context, || RequestHead::of_parts(&parts));
-                Ok(RequestFlow::Respond { response, ran })
-            }
+            Err(failure) => Err(failure),
+            Ok(Some((response, ran))) => Ok(RequestFlow::Respond { response, ran }),
             Ok(None) => {
                 if exchange.body_edited {
                     // The old length no longer holds; hyper sets the new one.

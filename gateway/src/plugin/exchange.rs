@@ -49,6 +49,13 @@ pub struct Exchange {
     header_bytes_set: usize,
 }
 
+/// The parts of a request hooks read, wherever the request is kept.
+struct RequestView<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+}
+
 /// A host call the current hook may not make (the request's method from a
 /// response hook, say): it traps the plugin.
 #[derive(Debug, thiserror::Error)]
@@ -143,14 +150,22 @@ impl Exchange {
 
     /// The request: the one being handled in a request hook, the one that
     /// was sent upstream (read-only) in a response hook.
-    fn request(&self) -> Result<(&Method, &Uri, &HeaderMap), WrongHook> {
+    fn request(&self) -> Result<RequestView<'_>, WrongHook> {
         match &self.message {
-            Message::Request(parts) => Ok((&parts.method, &parts.uri, &parts.headers)),
+            Message::Request(parts) => Ok(RequestView {
+                method: &parts.method,
+                uri: &parts.uri,
+                headers: &parts.headers,
+            }),
             Message::Response(_) => self
                 .context
                 .as_ref()
                 .and_then(RequestContext::request)
-                .map(|head| (&head.method, &head.uri, &head.headers))
+                .map(|head| RequestView {
+                    method: &head.method,
+                    uri: &head.uri,
+                    headers: &head.headers,
+                })
                 .ok_or(WrongHook("the request")),
             Message::None => Err(WrongHook("the request")),
         }
@@ -165,7 +180,7 @@ impl Exchange {
     }
 
     pub fn method(&self) -> Result<String, WrongHook> {
-        Ok(self.request()?.0.as_str().to_string())
+        Ok(self.request()?.method.as_str().to_string())
     }
 
     pub fn set_method(&mut self, method: &str) -> Result<(), WrongHook> {
@@ -178,23 +193,29 @@ impl Exchange {
     }
 
     pub fn path(&self) -> Result<String, WrongHook> {
-        Ok(self.request()?.1.path().to_string())
+        Ok(self.request()?.uri.path().to_string())
     }
 
     pub fn query(&self) -> Result<String, WrongHook> {
-        Ok(self.request()?.1.query().unwrap_or("").to_string())
+        Ok(self.request()?.uri.query().unwrap_or("").to_string())
     }
 
     pub fn request_header(&self, name: &str) -> Result<Option<String>, WrongHook> {
-        Ok(self.request()?.2.get(name).map(lossy))
+        Ok(self.request()?.headers.get(name).map(lossy))
     }
 
     pub fn request_header_all(&self, name: &str) -> Result<Vec<String>, WrongHook> {
-        Ok(self.request()?.2.get_all(name).iter().map(lossy).collect())
+        Ok(self
+            .request()?
+            .headers
+            .get_all(name)
+            .iter()
+            .map(lossy)
+            .collect())
     }
 
     pub fn request_header_lines(&self) -> Result<Vec<(String, String)>, WrongHook> {
-        Ok(lines(self.request()?.2))
+        Ok(lines(self.request()?.headers))
     }
 
     pub fn set_path(&mut self, path: &str) -> Result<(), WrongHook> {

@@ -15,7 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings;
 use super::exchange::Exchange;
-use super::limits::{CallClock, Limits, MemoryLimit, Overrun};
+use super::limits::{CallClock, Limits, MemoryLimit};
 use super::wasi;
 
 /// One instance's store: its WASI context (no files, network or
@@ -27,8 +27,6 @@ pub struct HostState {
     pub limiter: MemoryLimit,
     /// The call in progress, for its deadline.
     pub clock: CallClock,
-    /// The limit the last call ran past, if it was ended for time.
-    pub overrun: Option<Overrun>,
     plugin: Arc<str>,
     route: Arc<str>,
     /// The message the hook in progress reads and edits.
@@ -90,7 +88,6 @@ impl HostState {
                 denied: false,
             },
             clock: CallClock::idle(),
-            overrun: None,
             plugin: plugin.clone(),
             route: route.clone(),
             exchange: Exchange::default(),

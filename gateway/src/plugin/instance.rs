@@ -31,13 +31,7 @@ impl Instance {
         let state = HostState::new(&loaded.name, route, limits, granted);
         let mut store = Store::new(loaded.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_callback(|mut cx| {
-            let state = cx.data_mut();
-            let mut overrun = None;
-            let update = state.clock.update(&mut overrun);
-            state.overrun = overrun;
-            Ok(update)
-        });
+        store.epoch_deadline_callback(|mut cx| Ok(cx.data_mut().clock.update()));
         start_call(&mut store, limits.for_init());
         let plugin = loaded
             .pre
@@ -101,7 +95,6 @@ impl Instance {
 fn start_call(store: &mut Store<HostState>, limits: Limits) {
     let state = store.data_mut();
     state.clock = CallClock::start(limits);
-    state.overrun = None;
     // A growth refused in an earlier call that still succeeded says nothing
     // about this one.
     state.limiter.denied = false;
@@ -117,7 +110,7 @@ fn classify(
     let state = store.data();
     let limits = state.clock.limits();
     if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-        match state.overrun {
+        match state.clock.overrun() {
             Some(Overrun::Wall) => PluginError::WallDeadline(limits.wall_deadline),
             _ => PluginError::Deadline(limits.deadline),
         }

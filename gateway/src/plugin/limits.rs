@@ -94,6 +94,8 @@ pub struct CallClock {
     /// At the first tick of this call, once reached: the thread's CPU time,
     /// and what the call is charged for the time before it.
     first_tick: Option<(Duration, Duration)>,
+    /// The limit this call ran past, once it has.
+    overrun: Option<Overrun>,
 }
 
 /// Which limit a call ran past.
@@ -114,6 +116,7 @@ impl CallClock {
             limits,
             started: Instant::now(),
             first_tick: None,
+            overrun: None,
         }
     }
 
@@ -138,11 +141,11 @@ impl CallClock {
     }
 
     /// The epoch callback's answer for `on_tick`, remembering an overrun.
-    pub fn update(&mut self, overrun: &mut Option<Overrun>) -> UpdateDeadline {
+    pub fn update(&mut self) -> UpdateDeadline {
         match self.on_tick(thread_cpu_time(), self.started.elapsed()) {
             Ok(ticks) => UpdateDeadline::Continue(ticks),
             Err(which) => {
-                *overrun = Some(which);
+                self.overrun = Some(which);
                 UpdateDeadline::Interrupt
             }
         }
@@ -150,6 +153,11 @@ impl CallClock {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The limit this call ran past, if it was ended for time.
+    pub fn overrun(&self) -> Option<Overrun> {
+        self.overrun
     }
 }
 

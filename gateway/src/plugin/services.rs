@@ -24,6 +24,7 @@ use wasmtime::component::Linker;
 
 pub use super::host::Granted;
 use super::host::HostState;
+use crate::config::join_field;
 
 /// A service a plugin must be granted.
 pub trait HostService: 'static {
@@ -151,11 +152,14 @@ pub fn classify(import: &str) -> Import {
         .map_or(Import::Never, |s| Import::Service(s.grant_key()))
 }
 
+/// The service granted under `key`.
+fn by_key(key: &str) -> Option<&'static dyn Service> {
+    ALL.iter().copied().find(|s| s.grant_key() == key)
+}
+
 /// The interface of the service granted by `key`.
 pub fn interface_of(key: &str) -> Option<&'static str> {
-    ALL.iter()
-        .find(|s| s.grant_key() == key)
-        .map(|s| s.interface())
+    by_key(key).map(|s| s.interface())
 }
 
 /// Builds one plugin's grants from `plugins.grants.<plugin>`; problems come
@@ -166,7 +170,7 @@ pub fn configure(
     let mut granted = Vec::new();
     let mut problems = Vec::new();
     for (key, grant) in grants {
-        let Some(service) = ALL.iter().find(|s| s.grant_key() == key) else {
+        let Some(service) = by_key(key) else {
             let offered: Vec<&str> = ALL.iter().map(|s| s.grant_key()).collect();
             problems.push((
                 key.clone(),
@@ -179,14 +183,7 @@ pub fn configure(
         };
         match service.configure(grant) {
             Ok(shared) => granted.push((service.grant_key(), shared)),
-            Err((path, message)) => {
-                let at = if path.is_empty() || path.starts_with('[') {
-                    format!("{key}{path}")
-                } else {
-                    format!("{key}.{path}")
-                };
-                problems.push((at, message));
-            }
+            Err((path, message)) => problems.push((join_field(key, &path), message)),
         }
     }
     if problems.is_empty() {
