@@ -214,6 +214,7 @@ async fn hostile_plugins_fail_their_request_and_nothing_else() {
         hostile("mangle", "request", "bad_header"),
         hostile("confused", "request", "wrong_hook"),
         // 40,000 host calls need more than the 50ms of the others.
+        hostile("hoarder", "request", "fill_context"),
         hostile("flood", "request", "flood").replace("} }] }", "}, limits: { deadline: 1s } }] }"),
         "  - { name: calm, upstream: svc, plugins: [{ name: probe, config: { tag: calm } }] }\n"
             .to_string(),
@@ -252,6 +253,8 @@ async fn hostile_plugins_fail_their_request_and_nothing_else() {
         ),
         // More headers than the host's header map can hold: refused, not a panic.
         ("/flood", 500, "plugin_failed", "plugins may set at most"),
+        // A request's context is bounded too.
+        ("/hoarder", 500, "plugin_failed", "holds at most 64 keys"),
     ];
     for (path, status, code, says) in cases {
         for round in 0..2 {

@@ -9,7 +9,8 @@
 //!   trap), spins forever, allocates without bound, sleeps (waits on WASI),
 //!   sets a header the name of which is not valid HTTP, calls an import the
 //!   hook may not (the response's status from the request hook, a change to
-//!   the request's path from the response hook), or adds 40,000 headers;
+//!   the request's path from the response hook), adds 40,000 headers, or
+//!   (`fill_context`) sets 100 context values;
 //! - `respond_headers: N` puts N headers in the `respond` answer;
 //! - `fail_when_header: NAME` misbehaves only for requests carrying NAME;
 //! - `bodies: true` asks for bodies and reports their sizes in headers;
@@ -89,6 +90,11 @@ impl Plugin for Probe {
             match self.cfg.how.as_deref() {
                 Some("bad_header") => request.headers_mut().insert("bad name", "x"),
                 Some("flood") => flood(request.headers()),
+                Some("fill_context") => {
+                    for i in 0..100 {
+                        request.context().set(&format!("key-{i}"), "v");
+                    }
+                }
                 Some("wrong_hook") => {
                     plugin_sdk::bindings::gateway::plugin::response::status();
                 }
