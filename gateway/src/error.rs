@@ -13,6 +13,9 @@ pub enum ProxyError {
     /// The client sent something we cannot route.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The client's request body failed on the way to the upstream.
+    #[error("the request body failed: {reason}")]
+    ClientBody { reason: String, idle: bool },
     #[error("no route matches {method} {host}{path}")]
     NoRoute {
         method: http::Method,
@@ -63,6 +66,10 @@ impl ProxyError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::ClientBody { idle: true, .. } => {
+                (StatusCode::REQUEST_TIMEOUT, "client_body_timeout")
+            }
+            Self::ClientBody { idle: false, .. } => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
             Self::NoHealthyTarget(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_upstream"),
             Self::UpstreamUnavailable { .. } => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),

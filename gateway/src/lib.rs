@@ -10,6 +10,7 @@ pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod plugin;
 pub mod proxy;

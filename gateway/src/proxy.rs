@@ -8,16 +8,18 @@
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body::Body as _;
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::balance::RequestInfo;
-use crate::body::{self, Body};
+use crate::body::{self, Body, StreamError, Streamed};
+use crate::edge::{self, framing::Findings};
 use crate::error::ProxyError;
 use crate::plugin::request_context::RequestHead;
 use crate::plugin::{HookFailure, RequestContext, RequestFlow};
@@ -32,14 +34,23 @@ pub struct Client {
     pub ip: IpAddr,
     /// The IP as header text, for `X-Forwarded-For` and plugins.
     pub ip_text: HeaderValue,
+    /// Longest wait between two pieces of this client's request body.
+    pub body_idle: Duration,
+    /// What the framing scanner found on this HTTP/1 connection.
+    pub framing: Option<Arc<Findings>>,
 }
 
 impl Client {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr, body_idle: Duration, framing: Option<Arc<Findings>>) -> Self {
         let ip = addr.ip();
         let ip_text = HeaderValue::from_str(&ip.to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { ip, ip_text }
+        Self {
+            ip,
+            ip_text,
+            body_idle,
+            framing,
+        }
     }
 }
 
@@ -51,12 +62,27 @@ pub async fn handle(
     client: &Client,
 ) -> Response<Body> {
     let request_id = headers::ensure_request_id(request.headers_mut());
+    let head_request = request.method() == Method::HEAD;
     let mut response = match proxy(snapshot, request, client, &request_id).await {
         Ok(response) => response,
         Err(error) => error_response(&error, &request_id),
     };
+    frame(&mut response, head_request);
     response.headers_mut().insert(&X_REQUEST_ID, request_id);
     response
+}
+
+/// The gateway frames every answer itself: a `Content-Length` a plugin set,
+/// or one an upstream sent beside `Transfer-Encoding`, is never written as
+/// given (hyper writes the body's real length, or chunks), so a wrong length
+/// cannot leave bytes on a kept-alive connection to be read as the next
+/// answer. And an HTTP/1.1 client gets HTTP/1.1 whatever the upstream spoke.
+fn frame(response: &mut Response<Body>, head_request: bool) {
+    *response.version_mut() = Version::HTTP_11;
+    // A HEAD or 304 answer has no body; its length describes the GET's.
+    if !head_request && response.status() != StatusCode::NOT_MODIFIED {
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+    }
 }
 
 /// The gateway's JSON answer for `error`, logged.
@@ -68,21 +94,48 @@ fn error_response(error: &ProxyError, request_id: &HeaderValue) -> Response<Body
         tracing::debug!(request_id = ?request_id, %error, "request refused");
     }
     let id = request_id.to_str().unwrap_or("");
-    error.to_response(id).map(Either::Right)
+    let mut response = error.to_response(id).map(Either::Right);
+    if matches!(error, ProxyError::BadRequest(_)) {
+        // What follows a request the gateway could not read is not trusted
+        // to be the next request (HTTP/2 drops this header itself).
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The pipeline itself.
 async fn proxy(
     snapshot: &Snapshot,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
     client: &Client,
     request_id: &HeaderValue,
 ) -> Result<Response<Body>, ProxyError> {
-    let host = original_host(&request)?.into_owned();
+    if let Some(framing) = &client.framing
+        && request.version() <= Version::HTTP_11
+        && framing.next_request_is_ambiguous()
+    {
+        return Err(ProxyError::BadRequest(
+            "the request has both Content-Length and Transfer-Encoding".into(),
+        ));
+    }
+    let host = edge::host(&request)?.into_owned();
+    let (head, body) = request.into_parts();
+    let mut body = Streamed::new(body, client.body_idle);
+    if edge::is_chunked_http1(&head.headers, head.version) {
+        body.read_ahead()
+            .await
+            .map_err(|error| ProxyError::ClientBody {
+                idle: matches!(error, StreamError::Idle(_)),
+                reason: error.to_string(),
+            })?;
+    }
+    let mut request = Request::from_parts(head, body);
     let matched = snapshot
         .router
         .route(
-            &routing_host(&host),
+            &edge::routing_host(&host),
             request.method(),
             request.uri().path(),
             request.headers(),
@@ -168,41 +221,8 @@ impl Target<'_> {
             tunnel(client_upgrade, hyper::upgrade::on(&mut response));
         }
         headers::remove_hop_by_hop(response.headers_mut());
-        Ok(response.map(Either::Left))
-    }
-}
-
-/// The client's Host: the URI authority (HTTP/2, absolute-form) or the Host header.
-fn original_host(request: &Request<Incoming>) -> Result<Cow<'_, str>, ProxyError> {
-    if let Some(authority) = request.uri().authority() {
-        return Ok(Cow::Borrowed(authority.as_str()));
-    }
-    match request.headers().get(header::HOST) {
-        Some(host) => host
-            .to_str()
-            .map(Cow::Borrowed)
-            .map_err(|_| ProxyError::BadRequest("the Host header is not valid text".into())),
-        None if request.version() == Version::HTTP_11 => Err(ProxyError::BadRequest(
-            "HTTP/1.1 requests need a Host header".into(),
-        )),
-        None => Ok(Cow::Borrowed("")),
-    }
-}
-
-/// The host as routes see it: lower case, without port.
-fn routing_host(host: &str) -> Cow<'_, str> {
-    let name = if host.starts_with('[') {
-        host.split_inclusive(']').next().unwrap_or(host)
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
-        }
-    };
-    if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(name.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(name)
+        let body_idle = self.upstream.body_idle;
+        Ok(response.map(|body| Either::Left(Streamed::new(body, body_idle))))
     }
 }
 
@@ -321,17 +341,4 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade
             Err(error) => tracing::debug!(%error, "upgrade did not complete"),
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routing_host_drops_port_and_case() {
-        assert_eq!(routing_host("API.Example.com:8080"), "api.example.com");
-        assert_eq!(routing_host("api.example.com"), "api.example.com");
-        assert_eq!(routing_host("[::1]:8080"), "[::1]");
-        assert_eq!(routing_host(""), "");
-    }
 }

@@ -15,6 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError, ServerConfig};
+use crate::edge::framing;
 use crate::plugin::{PluginError, PluginRuntime};
 use crate::proxy;
 use crate::reload::ReloadLog;
@@ -159,7 +160,12 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
-        let peer = Arc::new(proxy::Client::new(client));
+        let (stream, framing) = framing::Watched::new(stream, settings.max_header_bytes);
+        let peer = Arc::new(proxy::Client::new(
+            client,
+            settings.body_idle_timeout.0,
+            Some(framing),
+        ));
         let service = service_fn(move |request| {
             // Each request runs to the end on the snapshot it started with.
             let snapshot = gateway.snapshot();

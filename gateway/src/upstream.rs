@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
+use http_body_util::Either;
 use hyper::body::Incoming;
 
 use crate::balance::health::Ejection;
@@ -27,6 +28,8 @@ pub struct Upstream {
     connections: std::sync::Arc<ConnectionPool>,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Longest wait between two pieces of a response body.
+    pub body_idle: Duration,
     pub preserve_host: bool,
     pub health_check: Option<HealthCheckConfig>,
     /// What this upstream was built from: a reload keeps it (connections,
@@ -44,6 +47,9 @@ pub enum AttemptError {
     Broken(String),
     /// No response head within the request timeout.
     Timeout(Duration),
+    /// The client's body failed on the way: malformed, cut off, or idle
+    /// past `server.body_idle_timeout`. Not the target's fault.
+    ClientBody { reason: String, idle: bool },
 }
 
 impl Upstream {
@@ -70,6 +76,7 @@ impl Upstream {
             pool,
             request_timeout: config.timeouts.request.0,
             connect_timeout: config.timeouts.connect.0,
+            body_idle: config.timeouts.body_idle.0,
             preserve_host: config.preserve_host,
             health_check: config.health_check.clone(),
             config: config.clone(),
@@ -94,13 +101,23 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Response<Incoming>, AttemptError> {
         let _in_flight = self.pool.start_request(target);
+        let mut request = request;
+        let body_sent = match request.body_mut() {
+            Either::Left(streamed) => Some(streamed.track()),
+            Either::Right(_) => None,
+        };
         let sending = self.connections.send(target, request);
         let result = match tokio::time::timeout(timeout, sending).await {
             Err(_) => Err(AttemptError::Timeout(timeout)),
             Ok(result) => result,
         };
+        // Only what the target did counts toward its health: not a client
+        // whose body failed or was still arriving (a trickled upload).
+        let client_still_sending = body_sent.is_some_and(|sent| !sent.load(Ordering::Relaxed));
         match &result {
             Ok(_) => self.pool.record_success(target),
+            Err(AttemptError::ClientBody { .. }) => {}
+            Err(_) if client_still_sending => {}
             Err(_) => self.pool.record_failure(target),
         }
         result
@@ -119,6 +136,7 @@ impl Upstream {
             .map_err(|e| match e {
                 AttemptError::Connect { reason, .. } | AttemptError::Broken(reason) => reason,
                 AttemptError::Timeout(after) => format!("no answer within {after:?}"),
+                AttemptError::ClientBody { reason, .. } => reason,
             })
     }
 
@@ -145,6 +163,7 @@ impl Upstream {
                 target,
                 timeout: self.connect_timeout,
             },
+            AttemptError::ClientBody { reason, idle } => ProxyError::ClientBody { reason, idle },
             AttemptError::Connect { reason, .. } | AttemptError::Broken(reason) => {
                 ProxyError::UpstreamUnavailable {
                     upstream,

@@ -131,6 +131,8 @@ pub struct ServerConfig {
     pub drain_timeout: HumanDuration,
     /// A client must send its request head within this time (slowloris guard).
     pub header_read_timeout: HumanDuration,
+    /// Longest wait between two pieces of a client's request body.
+    pub body_idle_timeout: HumanDuration,
     /// Largest request head (request line plus headers) accepted, in bytes.
     pub max_header_bytes: usize,
     /// Threads serving requests; 0 means one per CPU core.
@@ -142,6 +144,7 @@ impl Default for ServerConfig {
         Self {
             drain_timeout: HumanDuration(std::time::Duration::from_secs(30)),
             header_read_timeout: HumanDuration(std::time::Duration::from_secs(10)),
+            body_idle_timeout: HumanDuration(std::time::Duration::from_secs(60)),
             max_header_bytes: 64 * 1024,
             workers: 0,
         }
@@ -301,6 +304,8 @@ pub struct TimeoutsConfig {
     pub connect: HumanDuration,
     /// Until the upstream's response head arrives; a route `timeout` overrides it.
     pub request: HumanDuration,
+    /// Longest wait between two pieces of the response body.
+    pub body_idle: HumanDuration,
 }
 
 impl Default for TimeoutsConfig {
@@ -308,6 +313,7 @@ impl Default for TimeoutsConfig {
         Self {
             connect: HumanDuration(std::time::Duration::from_secs(5)),
             request: HumanDuration(std::time::Duration::from_secs(30)),
+            body_idle: HumanDuration(std::time::Duration::from_secs(60)),
         }
     }
 }

@@ -66,7 +66,10 @@ async fn probe(
         let response = upstream.probe(target, request).await.ok()?;
         let status = response.status();
         // Read the (small) body so the connection can serve the next check.
-        let body = http_body_util::Either::Left(response.into_body());
+        let body = http_body_util::Either::Left(crate::body::Streamed::new(
+            response.into_body(),
+            upstream.body_idle,
+        ));
         crate::body::buffer(body, 64 * 1024).await.ok()?;
         Some(status)
     };

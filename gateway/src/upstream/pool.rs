@@ -102,7 +102,7 @@ impl ConnectionPool {
                 }
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if reused => request = unsent,
-                    _ => return Err(AttemptError::Broken(innermost(&error.into_error()))),
+                    _ => return Err(attempt_error(&error.into_error())),
                 },
             }
         }
@@ -208,6 +208,19 @@ impl ConnectionPool {
     }
 }
 
+/// A failed exchange: the client's body failing (malformed, aborted, idle)
+/// is told apart from the connection to the target failing.
+fn attempt_error(error: &hyper::Error) -> AttemptError {
+    if error.is_user() {
+        AttemptError::ClientBody {
+            idle: crate::body::is_idle(error),
+            reason: innermost(error),
+        }
+    } else {
+        AttemptError::Broken(innermost(error))
+    }
+}
+
 /// The innermost cause, which is the one that says what happened ("Connection reset by peer").
 fn innermost(error: &hyper::Error) -> String {
     let mut cause: &dyn std::error::Error = error;
@@ -265,8 +278,10 @@ mod tests {
             .expect("request");
         let response = pool.send(0, request).await.expect("response");
         let status = response.status();
-        let body = http_body_util::Either::Left(response.into_body());
-        crate::body::buffer(body, 1024).await.expect("body");
+        let body = crate::body::Streamed::new(response.into_body(), Duration::from_secs(5));
+        crate::body::buffer(http_body_util::Either::Left(body), 1024)
+            .await
+            .expect("body");
         status
     }
 

@@ -1,0 +1,409 @@
+//! Follows the request framing of an HTTP/1 connection as hyper reads it,
+//! to catch what hyper accepts but a backend could read differently: a
+//! request with both `Content-Length` and `Transfer-Encoding`. hyper drops
+//! the length and reads chunks, as RFC 9112 allows; the gateway refuses it
+//! with 400, as nginx and Envoy do, since it is the shape of a smuggling
+//! attempt.
+//!
+//! The scanner only reads; when it loses the thread (an upgrade, a line too
+//! long, bytes it cannot parse) it stops and leaves the bytes to hyper,
+//! which refuses what is malformed itself.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What the scanner found, shared with the connection's request handler.
+#[derive(Debug)]
+pub struct Findings {
+    /// Index (0-based, in arrival order) of the first request whose head had
+    /// both framing headers; `u64::MAX` while there is none.
+    ambiguous_from: AtomicU64,
+    /// Requests handed to the proxy on this connection so far.
+    requests: AtomicU64,
+}
+
+impl Default for Findings {
+    fn default() -> Self {
+        Self {
+            ambiguous_from: AtomicU64::new(u64::MAX),
+            requests: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Findings {
+    /// Called once per request, in order: whether this request's framing
+    /// was ambiguous. hyper hands a request over only after reading its whole
+    /// head, which the scanner has seen by then.
+    pub fn next_request_is_ambiguous(&self) -> bool {
+        let index = self.requests.fetch_add(1, Ordering::Relaxed);
+        index >= self.ambiguous_from.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection whose inbound bytes pass through the scanner.
+#[derive(Debug)]
+pub struct Watched<IO> {
+    io: IO,
+    scanner: Scanner,
+}
+
+impl<IO> Watched<IO> {
+    pub fn new(io: IO, max_head_bytes: usize) -> (Self, Arc<Findings>) {
+        let findings = Arc::new(Findings::default());
+        let scanner = Scanner::new(findings.clone(), max_head_bytes);
+        (Self { io, scanner }, findings)
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            this.scanner.feed(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Longest chunk-size or trailer line followed; hyper refuses far less.
+const MAX_LINE: usize = 4096;
+
+#[derive(Debug)]
+enum State {
+    /// Reading a request head; `line` holds its unfinished last line.
+    Head,
+    /// Skipping this many body bytes (`Content-Length`).
+    Body(u64),
+    /// Reading a chunk-size line.
+    ChunkSize,
+    /// Skipping a chunk's data and its CRLF.
+    ChunkData(u64),
+    /// Reading trailer lines after the last chunk.
+    Trailers,
+    /// Lost the thread, or nothing more to learn: bytes pass unread.
+    Off,
+}
+
+#[derive(Debug)]
+struct Scanner {
+    state: State,
+    /// The current line when it spans reads.
+    line: Vec<u8>,
+    /// The head read so far: its size, and the framing headers it had.
+    head_bytes: usize,
+    head: HeadFacts,
+    heads: u64,
+    max_head_bytes: usize,
+    findings: Arc<Findings>,
+}
+
+#[derive(Debug, Default)]
+struct HeadFacts {
+    started: bool,
+    content_length: Option<u64>,
+    bad_length: bool,
+    transfer_encoding: bool,
+    chunked: bool,
+    stop_after: bool,
+}
+
+impl Scanner {
+    fn new(findings: Arc<Findings>, max_head_bytes: usize) -> Self {
+        Self {
+            state: State::Head,
+            line: Vec::new(),
+            head_bytes: 0,
+            head: HeadFacts::default(),
+            heads: 0,
+            max_head_bytes,
+            findings,
+        }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match self.state {
+                State::Off => return,
+                State::Body(left) | State::ChunkData(left) => {
+                    let take = left.min(bytes.len() as u64);
+                    bytes = &bytes[take as usize..];
+                    let left = left - take;
+                    if left == 0 {
+                        self.state = match self.state {
+                            State::ChunkData(_) => State::ChunkSize,
+                            _ => State::Head,
+                        };
+                    } else if let State::Body(l) | State::ChunkData(l) = &mut self.state {
+                        *l = left;
+                    }
+                }
+                State::Head | State::ChunkSize | State::Trailers => {
+                    let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
+                        self.keep_partial(bytes);
+                        return;
+                    };
+                    let (piece, rest) = bytes.split_at(end + 1);
+                    bytes = rest;
+                    if self.line.is_empty() {
+                        self.on_line(piece);
+                    } else {
+                        let mut line = std::mem::take(&mut self.line);
+                        line.extend_from_slice(piece);
+                        if line.len() > MAX_LINE.max(self.max_head_bytes) {
+                            self.state = State::Off;
+                            return;
+                        }
+                        self.on_line(&line);
+                        line.clear();
+                        if self.line.is_empty() {
+                            self.line = line;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn keep_partial(&mut self, bytes: &[u8]) {
+        self.line.extend_from_slice(bytes);
+        if self.line.len() > MAX_LINE.max(self.max_head_bytes) {
+            self.state = State::Off;
+        }
+    }
+
+    /// One whole line, its `\n` included.
+    fn on_line(&mut self, line: &[u8]) {
+        let text = trim_line_end(line);
+        match self.state {
+            State::Head => self.on_head_line(line.len(), text),
+            State::ChunkSize => self.state = chunk_size(text),
+            State::Trailers if text.is_empty() => self.state = State::Head,
+            _ => {}
+        }
+    }
+
+    fn on_head_line(&mut self, raw_len: usize, text: &[u8]) {
+        self.head_bytes += raw_len;
+        if self.head_bytes > self.max_head_bytes {
+            self.state = State::Off;
+            return;
+        }
+        if !self.head.started {
+            // Blank lines before a request line are skipped, as hyper does.
+            if !text.is_empty() {
+                self.head.started = true;
+                // A tunnel, or HTTP/2's preface: what follows is not HTTP/1.
+                self.head.stop_after =
+                    text.starts_with(b"CONNECT ") || text.starts_with(b"PRI * HTTP/2");
+            }
+            return;
+        }
+        if !text.is_empty() {
+            self.on_header(text);
+            return;
+        }
+        // The blank line: the head is complete.
+        let head = std::mem::take(&mut self.head);
+        self.head_bytes = 0;
+        let index = self.heads;
+        self.heads += 1;
+        self.state = if head.transfer_encoding && (head.content_length.is_some() || head.bad_length)
+        {
+            self.findings
+                .ambiguous_from
+                .fetch_min(index, Ordering::Relaxed);
+            State::Off
+        } else if head.stop_after || head.bad_length {
+            State::Off
+        } else if head.transfer_encoding {
+            if head.chunked {
+                State::ChunkSize
+            } else {
+                State::Off
+            }
+        } else {
+            match head.content_length {
+                Some(0) | None => State::Head,
+                Some(length) => State::Body(length),
+            }
+        };
+    }
+
+    fn on_header(&mut self, line: &[u8]) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return;
+        };
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        if name.eq_ignore_ascii_case(b"content-length") {
+            match parse_decimal(value) {
+                Some(length) if self.head.content_length.is_none_or(|l| l == length) => {
+                    self.head.content_length = Some(length);
+                }
+                _ => self.head.bad_length = true,
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.head.transfer_encoding = true;
+            let last = value.rsplit(|&b| b == b',').next().map(trim);
+            self.head.chunked = last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            // After an upgrade the bytes may be another protocol.
+            self.head.stop_after = true;
+        }
+    }
+}
+
+fn chunk_size(line: &[u8]) -> State {
+    let digits = line
+        .iter()
+        .position(|&b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    if digits == 0 || digits > 16 {
+        return State::Off;
+    }
+    let Some(size) = std::str::from_utf8(&line[..digits])
+        .ok()
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+    else {
+        return State::Off;
+    };
+    match size {
+        0 => State::Trailers,
+        size => size.checked_add(2).map_or(State::Off, State::ChunkData),
+    }
+}
+
+fn parse_decimal(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` split at every `step` bytes; the indexes of requests
+    /// found ambiguous.
+    fn ambiguous(input: &str, step: usize) -> Option<u64> {
+        let findings = Arc::new(Findings::default());
+        let mut scanner = Scanner::new(findings.clone(), 64 * 1024);
+        for piece in input.as_bytes().chunks(step) {
+            scanner.feed(piece);
+        }
+        let first = findings.ambiguous_from.load(Ordering::Relaxed);
+        (first != u64::MAX).then_some(first)
+    }
+
+    fn each_split(input: &str) -> Vec<Option<u64>> {
+        [1, 2, 3, 7, 64, 100_000]
+            .iter()
+            .map(|&step| ambiguous(input, step))
+            .collect()
+    }
+
+    #[test]
+    fn both_framing_headers_are_found_in_either_order() {
+        for request in [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n",
+            "POST / HTTP/1.1\nHost: a\nTRANSFER-ENCODING: gzip\nContent-Length: x\n\n",
+        ] {
+            assert!(
+                each_split(request).iter().all(|f| *f == Some(0)),
+                "{request:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_are_followed_so_later_heads_are_read_as_heads() {
+        // The second "head" is the first request's body: not a request.
+        let sized = "POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        assert!(each_split(sized).iter().all(Option::is_none));
+        let chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nx-sum: 1\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(
+            each_split(chunked).iter().all(|f| *f == Some(2)),
+            "{:?}",
+            each_split(chunked)
+        );
+        let body_looks_like_head = "POST / HTTP/1.1\r\nContent-Length: 49\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(each_split(body_looks_like_head).iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn upgrades_and_garbage_stop_the_scan() {
+        let upgrade = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(each_split(upgrade).iter().all(Option::is_none));
+        let bad_chunk = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(each_split(bad_chunk).iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn requests_are_counted_in_order() {
+        let findings = Findings::default();
+        findings.ambiguous_from.store(1, Ordering::Relaxed);
+        assert!(!findings.next_request_is_ambiguous());
+        assert!(findings.next_request_is_ambiguous());
+        assert!(findings.next_request_is_ambiguous());
+    }
+}
