@@ -1,13 +1,129 @@
 //! What a client sent, checked before routing: one unambiguous host and
 //! body framing the gateway and every backend read the same way.
 
+pub mod forwarded;
 pub mod framing;
+pub mod path;
 
 use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
-use http::{HeaderMap, Request, Version, header};
+use http::{HeaderMap, HeaderValue, Request, Version, header};
+use hyper::body::Incoming;
 
+use crate::body::{StreamError, Streamed};
+use crate::config::ServerConfig;
 use crate::error::ProxyError;
+use forwarded::Cidr;
+use framing::Findings;
+use path::EscapedSlashes;
+
+/// The edge rules every connection of a listener follows (`server:`).
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Longest wait between two pieces of a client's request body.
+    pub body_idle: Duration,
+    pub escaped_slashes: EscapedSlashes,
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl Rules {
+    pub fn new(server: &ServerConfig) -> Self {
+        Self {
+            body_idle: server.body_idle_timeout.0,
+            escaped_slashes: server.escaped_slashes,
+            trusted_proxies: server.trusted_proxies.clone(),
+        }
+    }
+}
+
+/// Who is on the other end of a connection, worked out once per connection.
+#[derive(Debug)]
+pub struct Client {
+    pub ip: IpAddr,
+    /// The IP as header text, for `X-Forwarded-For` and plugins.
+    pub ip_text: HeaderValue,
+    /// A proxy listed in `server.trusted_proxies`: its forwarding headers are kept.
+    pub trusted: bool,
+    /// What the framing scanner found on this HTTP/1 connection.
+    pub framing: Option<Arc<Findings>>,
+    pub rules: Arc<Rules>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr, rules: Arc<Rules>, framing: Option<Arc<Findings>>) -> Self {
+        let ip = addr.ip();
+        let ip_text = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            ip,
+            ip_text,
+            trusted: rules.trusted_proxies.iter().any(|block| block.contains(ip)),
+            framing,
+            rules,
+        }
+    }
+}
+
+/// A request that passed the edge: one host, a normalised path, and a body
+/// whose framing was checked.
+pub struct Admitted {
+    pub request: Request<Streamed>,
+    pub host: String,
+}
+
+/// Checks a client's request before anything routes or reads it: framing,
+/// host, path (normalised in place), and a chunked upload's first chunk.
+pub async fn admit(request: Request<Incoming>, client: &Client) -> Result<Admitted, ProxyError> {
+    if let Some(framing) = &client.framing
+        && request.version() <= Version::HTTP_11
+        && framing.next_request_is_ambiguous()
+    {
+        return Err(ProxyError::BadRequest(
+            "the request has both Content-Length and Transfer-Encoding".into(),
+        ));
+    }
+    let host = host(&request)?.into_owned();
+    let (mut head, body) = request.into_parts();
+    normalize_path(&mut head.uri, client.rules.escaped_slashes)?;
+    let mut body = Streamed::new(body, client.rules.body_idle);
+    if is_chunked_http1(&head.headers, head.version) {
+        body.read_ahead()
+            .await
+            .map_err(|error| ProxyError::ClientBody {
+                idle: matches!(error, StreamError::Idle(_)),
+                reason: error.to_string(),
+            })?;
+    }
+    Ok(Admitted {
+        request: Request::from_parts(head, body),
+        host,
+    })
+}
+
+/// Replaces the URI's path with its normal form (the query is kept as sent).
+fn normalize_path(uri: &mut http::Uri, escaped_slashes: EscapedSlashes) -> Result<(), ProxyError> {
+    let bad = |reason: String| ProxyError::BadRequest(reason);
+    let path = match path::normalize(uri.path(), escaped_slashes) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(path)) => path,
+        Err(error) => return Err(bad(error.to_string())),
+    };
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|e| bad(format!("the path is not valid: {e}")))?,
+    );
+    *uri = http::Uri::from_parts(parts).map_err(|e| bad(format!("the path is not valid: {e}")))?;
+    Ok(())
+}
 
 /// The client's host: the URI authority (HTTP/2 `:authority`, absolute-form
 /// targets) or the `Host` header. Two `Host` headers, or a `Host` that
@@ -59,7 +175,7 @@ pub fn routing_host(host: &str) -> Cow<'_, str> {
 /// True for an HTTP/1 request whose body is chunked: its first chunk is read
 /// before anything is forwarded, so a malformed one is refused with 400
 /// before a backend sees the request.
-pub fn is_chunked_http1(headers: &HeaderMap, version: Version) -> bool {
+fn is_chunked_http1(headers: &HeaderMap, version: Version) -> bool {
     version <= Version::HTTP_11 && headers.contains_key(header::TRANSFER_ENCODING)
 }
 

@@ -7,8 +7,7 @@
 //! a browser on a 502 too); errors before routing (400, 404) have no chain.
 
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
@@ -18,8 +17,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::balance::RequestInfo;
-use crate::body::{self, Body, StreamError, Streamed};
-use crate::edge::{self, framing::Findings};
+use crate::body::{self, Body, Streamed};
+use crate::edge::{self, Admitted, Client, forwarded};
 use crate::error::ProxyError;
 use crate::plugin::request_context::RequestHead;
 use crate::plugin::{HookFailure, RequestContext, RequestFlow};
@@ -27,32 +26,6 @@ use crate::routing::{Matched, rewrite};
 use crate::snapshot::Snapshot;
 use crate::upstream::headers::{self, X_REQUEST_ID};
 use crate::upstream::{AttemptError, Upstream};
-
-/// Who is on the other end of a connection, worked out once per connection.
-#[derive(Debug, Clone)]
-pub struct Client {
-    pub ip: IpAddr,
-    /// The IP as header text, for `X-Forwarded-For` and plugins.
-    pub ip_text: HeaderValue,
-    /// Longest wait between two pieces of this client's request body.
-    pub body_idle: Duration,
-    /// What the framing scanner found on this HTTP/1 connection.
-    pub framing: Option<Arc<Findings>>,
-}
-
-impl Client {
-    pub fn new(addr: SocketAddr, body_idle: Duration, framing: Option<Arc<Findings>>) -> Self {
-        let ip = addr.ip();
-        let ip_text = HeaderValue::from_str(&ip.to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self {
-            ip,
-            ip_text,
-            body_idle,
-            framing,
-        }
-    }
-}
 
 /// Handles one client request on the given snapshot; never fails: errors
 /// become the gateway's JSON error responses.
@@ -112,26 +85,8 @@ async fn proxy(
     client: &Client,
     request_id: &HeaderValue,
 ) -> Result<Response<Body>, ProxyError> {
-    if let Some(framing) = &client.framing
-        && request.version() <= Version::HTTP_11
-        && framing.next_request_is_ambiguous()
-    {
-        return Err(ProxyError::BadRequest(
-            "the request has both Content-Length and Transfer-Encoding".into(),
-        ));
-    }
-    let host = edge::host(&request)?.into_owned();
-    let (head, body) = request.into_parts();
-    let mut body = Streamed::new(body, client.body_idle);
-    if edge::is_chunked_http1(&head.headers, head.version) {
-        body.read_ahead()
-            .await
-            .map_err(|error| ProxyError::ClientBody {
-                idle: matches!(error, StreamError::Idle(_)),
-                reason: error.to_string(),
-            })?;
-    }
-    let mut request = Request::from_parts(head, body);
+    let Admitted { request, host } = edge::admit(request, client).await?;
+    let mut request = request.map(Either::Left);
     let matched = snapshot
         .router
         .route(
@@ -147,10 +102,17 @@ async fn proxy(
         })?;
     let route = matched.route;
     let upstream = snapshot.upstream(route.upstream)?;
+    // Plugins see the request as it will be forwarded.
+    headers::remove_hop_by_hop(request.headers_mut());
+    forwarded::set_forwarding(
+        request.headers_mut(),
+        &client.ip_text,
+        &host,
+        client.trusted,
+    );
     let client_upgrade =
         headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let plugins = &route.plugins;
-    let request = request.map(Either::Left);
     let target = Target {
         matched: &matched,
         upstream,
@@ -200,14 +162,8 @@ impl Target<'_> {
         let route = self.matched.route;
         let timeout = route.timeout.unwrap_or(self.upstream.request_timeout);
         let (mut parts, body) = request.into_parts();
-        let prepared = prepare_upstream_request(
-            &mut parts,
-            self.matched,
-            path_set,
-            self.upstream,
-            &self.client.ip_text,
-            self.host,
-        );
+        let prepared =
+            prepare_upstream_request(&mut parts, self.matched, path_set, self.upstream, self.host);
         if let Some((chain, context)) = plugins {
             // Kept even when preparing failed: response hooks run on that 400 too.
             chain.keep_request(context, || RequestHead::of_parts(&parts));
@@ -227,13 +183,12 @@ impl Target<'_> {
 }
 
 /// Makes the request what the upstream gets: rewritten path (unless a plugin
-/// set one), proxy headers, Host rule.
+/// set one), no hop-by-hop headers (a plugin may have added some), Host rule.
 fn prepare_upstream_request(
     parts: &mut http::request::Parts,
     matched: &Matched,
     path_set_by_plugin: bool,
     upstream: &Upstream,
-    client_ip: &HeaderValue,
     host: &str,
 ) -> Result<(), ProxyError> {
     let path = if path_set_by_plugin {
@@ -261,7 +216,6 @@ fn prepare_upstream_request(
     };
     parts.version = Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
-    headers::add_forwarding(&mut parts.headers, client_ip, host);
     if upstream.preserve_host && !host.is_empty() {
         let value = HeaderValue::from_str(host)
             .map_err(|_| ProxyError::BadRequest("the Host is not a valid header value".into()))?;

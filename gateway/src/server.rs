@@ -15,7 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError, ServerConfig};
-use crate::edge::framing;
+use crate::edge::{self, framing};
 use crate::plugin::{PluginError, PluginRuntime};
 use crate::proxy;
 use crate::reload::ReloadLog;
@@ -142,6 +142,7 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    let rules = Arc::new(edge::Rules::new(settings));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -161,11 +162,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
         let (stream, framing) = framing::Watched::new(stream, settings.max_header_bytes);
-        let peer = Arc::new(proxy::Client::new(
-            client,
-            settings.body_idle_timeout.0,
-            Some(framing),
-        ));
+        let peer = Arc::new(edge::Client::new(client, rules.clone(), Some(framing)));
         let service = service_fn(move |request| {
             // Each request runs to the end on the snapshot it started with.
             let snapshot = gateway.snapshot();

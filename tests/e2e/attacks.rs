@@ -259,3 +259,103 @@ async fn a_stalled_upload_gets_408_and_a_stalled_answer_is_cut_off() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn one_normalised_path_for_routing_plugins_and_the_upstream() {
+    let plugins = crate::support::PluginDir::with(&["transform"]);
+    let admin = Backend::start("admin").await;
+    let users = Backend::start("users").await;
+    let rest = Backend::start("rest").await;
+    let guard = "plugins: [{ name: transform, config: { request: { set_headers: { x-guarded: \"yes\" } } } }]";
+    let gw = Gateway::start(&format!(
+        "{}upstreams:\n{}{}{}routes:\n  - {{ name: admin, upstream: admin, match: {{ path_prefix: /admin }}, {guard} }}\n  - {{ name: users, upstream: users, match: {{ path: \"/u/{{id}}\" }}, rewrite: \"/v2/users/{{id}}\" }}\n  - {{ name: rest, upstream: rest }}\n",
+        plugins.section(""),
+        upstream("admin", &[&admin], ""),
+        upstream("users", &[&users], ""),
+        upstream("rest", &[&rest], ""),
+    ));
+    // Each of these is /admin: its route, its plugins, and that path upstream.
+    for sneaky in [
+        "/x/../admin",
+        "/x/%2e%2E/admin",
+        "/%61dmin",
+        "//admin",
+        "/./admin/.",
+        "/x/./../admin/",
+    ] {
+        let reply = get(&gw.url(sneaky)).await;
+        assert_eq!(reply.backend(), "admin", "{sneaky}");
+        assert_eq!(
+            reply.upstream_header("x-guarded").as_deref(),
+            Some("yes"),
+            "{sneaky}"
+        );
+        assert!(
+            reply.json()["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/admin")),
+            "{sneaky}: {:?}",
+            reply.json()["path"]
+        );
+    }
+    // A {param} is one plain segment: never `..`, never a slash.
+    let reply = get(&gw.url("/u/%2e%2e")).await;
+    assert_eq!(reply.backend(), "rest", "/u/.. is /, not a user");
+    let reply = get(&gw.url("/u/42/%2e%2e/7")).await;
+    assert_eq!(reply.json()["path"], "/v2/users/7");
+    for refused in [
+        "/u/a%2Fb",
+        "/u/a%5cb",
+        "/..",
+        "/a/../../admin",
+        "/a%00",
+        "/a%zz",
+    ] {
+        let reply = get(&gw.url(refused)).await;
+        assert_eq!(reply.status, 400, "{refused}: {:?}", reply.body);
+    }
+    let raw_backslash = raw(gw.addr, "GET /x\\..\\admin HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(
+        raw_backslash.starts_with("HTTP/1.1 400"),
+        "{raw_backslash:?}"
+    );
+    // Escapes of reserved characters and `;` parameters are data, passed on as sent.
+    let reply = get(&gw.url("/files/a%20b;v=1?q=%2F")).await;
+    assert_eq!(reply.json()["uri"], "/files/a%20b;v=1?q=%2F");
+    assert_eq!(admin.served() + users.served() + rest.served(), 6 + 2 + 1);
+}
+
+#[tokio::test]
+async fn escaped_slashes_can_be_kept_as_data() {
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&format!(
+        "server: {{ escaped_slashes: keep }}\nupstreams:\n{}routes:\n  - {{ name: all, upstream: svc }}\n",
+        upstream("svc", &[&svc], "")
+    ));
+    let reply = get(&gw.url("/repos/a%2fb/../c%5C")).await;
+    assert_eq!(reply.json()["path"], "/repos/c%5C");
+    let reply = get(&gw.url("/repos/a%2fb")).await;
+    assert_eq!(reply.json()["path"], "/repos/a%2Fb");
+}
+
+#[tokio::test]
+async fn headers_the_client_names_in_connection_are_gone_before_plugins_run() {
+    let plugins = crate::support::PluginDir::with(&["transform"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&format!(
+        "{}upstreams:\n{}routes:\n  - {{ name: all, upstream: svc, plugins: [{{ name: transform, config: {{ request: {{ set_headers: {{ x-added: by-plugin }} }} }} }}] }}\n",
+        plugins.section(""),
+        upstream("svc", &[&svc], "")
+    ));
+    // The client names x-added as hop-by-hop: that covers its own header,
+    // not the one a plugin sets afterwards.
+    let answer = raw(
+        gw.addr,
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: close, x-added\r\nx-added: from-client\r\n\r\n",
+    )
+    .await;
+    let (_, body) = answer.split_once("\r\n\r\n").expect("a full response");
+    let echo: serde_json::Value = serde_json::from_str(body.trim()).expect("echo JSON");
+    assert_eq!(echo["headers"]["x-added"][0], "by-plugin", "{echo}");
+    assert_eq!(echo["headers"]["x-added"].as_array().map(Vec::len), Some(1));
+}

@@ -57,9 +57,10 @@ async fn forwarding_headers_and_request_ids() {
         .body(Full::new(Bytes::new()))
         .expect("request");
     let reply = send(request).await;
+    // A client's own X-Forwarded-For is not believed: it is replaced.
     assert_eq!(
         reply.upstream_header("x-forwarded-for").as_deref(),
-        Some("203.0.113.9, 127.0.0.1")
+        Some("127.0.0.1")
     );
     assert_eq!(
         reply.upstream_header("x-forwarded-proto").as_deref(),
@@ -104,5 +105,56 @@ async fn preserve_host_sends_the_clients_host() {
     assert_eq!(
         send(request).await.upstream_header("host").as_deref(),
         Some("shop.test:8080")
+    );
+}
+
+#[tokio::test]
+async fn only_trusted_proxies_pass_on_what_earlier_proxies_said() {
+    let svc = Backend::start("svc").await;
+    let forged = |gw: &Gateway| {
+        Request::get(gw.url("/who"))
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-proto", "https")
+            .header("x-real-ip", "203.0.113.9")
+            .header("forwarded", "for=203.0.113.9")
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    let untrusted = Gateway::start(&format!(
+        "server: {{ trusted_proxies: [10.0.0.0/8] }}\nupstreams:\n{}routes:\n  - {{ name: all, upstream: svc }}\n",
+        upstream("svc", &[&svc], "")
+    ));
+    let reply = send(forged(&untrusted)).await;
+    assert_eq!(
+        reply.upstream_header("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        reply.upstream_header("x-forwarded-proto").as_deref(),
+        Some("http")
+    );
+    assert_eq!(reply.upstream_header("x-real-ip"), None);
+    assert_eq!(reply.upstream_header("forwarded"), None);
+
+    let trusted = Gateway::start(&format!(
+        "server: {{ trusted_proxies: [127.0.0.0/8, \"::1\"] }}\nupstreams:\n{}routes:\n  - {{ name: all, upstream: svc }}\n",
+        upstream("svc", &[&svc], "")
+    ));
+    let reply = send(forged(&trusted)).await;
+    assert_eq!(
+        reply.upstream_header("x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(
+        reply.upstream_header("x-forwarded-proto").as_deref(),
+        Some("https")
+    );
+    assert_eq!(
+        reply.upstream_header("x-real-ip").as_deref(),
+        Some("203.0.113.9")
+    );
+    assert_eq!(
+        reply.upstream_header("forwarded").as_deref(),
+        Some("for=203.0.113.9")
     );
 }

@@ -65,6 +65,18 @@ fn broken_files_get_exact_messages() {
             "FILE:4: upstreams.u.targets[0].url: `https://10.0.0.1:443`: https upstreams are not supported yet\n",
         ),
         (
+            "server:\n  trusted_proxies: [10.0.0.0/33]\n",
+            "FILE:2: server.trusted_proxies[0]: `10.0.0.0/33` is not an address or block; write it like 10.0.0.0/8 or ::1\n",
+        ),
+        (
+            "server:\n  escaped_slashes: decode\n",
+            "FILE:2: server.escaped_slashes: unknown variant `decode`, expected `reject` or `keep`\n",
+        ),
+        (
+            "server:\n  drain_timeout: 99999999999h\n",
+            "FILE:2: server.drain_timeout: `99999999999h` is too long; durations are at most 8760h (a year)\n",
+        ),
+        (
             "upstreams:\n  u:\n    balance: fastest\n    targets: []\n",
             "FILE:3: upstreams.u.balance: unknown variant `fastest`, expected one of `round_robin`, `least_request`, `random`, `consistent_hash`\n",
         ),

@@ -58,7 +58,8 @@ impl Health {
         }
         let failures = self.failures_in_a_row.fetch_add(1, Relaxed) + 1;
         if failures >= rule.max_fails {
-            let until = now_ms() + rule.cooldown.as_millis() as u64;
+            let cooldown = u64::try_from(rule.cooldown.as_millis()).unwrap_or(u64::MAX);
+            let until = now_ms().saturating_add(cooldown);
             self.ejected_until.store(until, Relaxed);
         }
     }

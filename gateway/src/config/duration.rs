@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+/// The longest duration accepted anywhere in config.
+const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A duration written with a unit, as users write it in YAML.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -21,7 +24,15 @@ impl HumanDuration {
             "h" => 3_600_000,
             _ => return Err(bad()),
         };
-        Ok(Self(Duration::from_millis(number.saturating_mul(millis))))
+        // Timers add durations to clocks: a bound keeps every sum in range.
+        match number.checked_mul(millis) {
+            Some(total) if total <= MAX.as_millis() as u64 => {
+                Ok(Self(Duration::from_millis(total)))
+            }
+            _ => Err(format!(
+                "`{text}` is too long; durations are at most 8760h (a year)"
+            )),
+        }
     }
 }
 
@@ -53,6 +64,18 @@ impl<'de> Deserialize<'de> for HumanDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlong_durations_are_refused_not_wrapped() {
+        assert!(HumanDuration::parse("8760h").is_ok());
+        for text in ["8761h", "18446744073709551615ms", "99999999999999999999s"] {
+            let error = HumanDuration::parse(text).expect_err(text);
+            assert!(
+                error.contains("too long") || error.contains("not a duration"),
+                "{error}"
+            );
+        }
+    }
 
     #[test]
     fn parses_each_unit() {

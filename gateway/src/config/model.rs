@@ -10,6 +10,8 @@ use serde::Deserialize;
 use super::duration::HumanDuration;
 use super::size::ByteSize;
 use crate::balance::HashOn;
+use crate::edge::forwarded::Cidr;
+use crate::edge::path::EscapedSlashes;
 use crate::routing::{HostPattern, PathPattern};
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +135,10 @@ pub struct ServerConfig {
     pub header_read_timeout: HumanDuration,
     /// Longest wait between two pieces of a client's request body.
     pub body_idle_timeout: HumanDuration,
+    /// `%2F` and `%5C` in paths: refused, or kept encoded as data.
+    pub escaped_slashes: EscapedSlashes,
+    /// Peers whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP` are kept.
+    pub trusted_proxies: Vec<Cidr>,
     /// Largest request head (request line plus headers) accepted, in bytes.
     pub max_header_bytes: usize,
     /// Threads serving requests; 0 means one per CPU core.
@@ -145,6 +151,8 @@ impl Default for ServerConfig {
             drain_timeout: HumanDuration(std::time::Duration::from_secs(30)),
             header_read_timeout: HumanDuration(std::time::Duration::from_secs(10)),
             body_idle_timeout: HumanDuration(std::time::Duration::from_secs(60)),
+            escaped_slashes: EscapedSlashes::Reject,
+            trusted_proxies: Vec::new(),
             max_header_bytes: 64 * 1024,
             workers: 0,
         }

@@ -1,10 +1,7 @@
-//! Proxy header rules: hop-by-hop removal, forwarding headers, request ids.
+//! Proxy header rules: hop-by-hop removal and request ids.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
@@ -78,28 +75,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else if upgrade {
         headers.remove(header::UPGRADE);
-    }
-}
-
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `-Host`.
-/// `client_ip` is the client's address as header text, made once per connection.
-pub fn add_forwarding(headers: &mut HeaderMap, client_ip: &HeaderValue, original_host: &str) {
-    match headers.entry(&X_FORWARDED_FOR) {
-        header::Entry::Vacant(slot) => {
-            slot.insert(client_ip.clone());
-        }
-        header::Entry::Occupied(mut previous) => {
-            let ip = client_ip.to_str().unwrap_or("unknown");
-            let earlier: Vec<&str> = previous.iter().filter_map(|v| v.to_str().ok()).collect();
-            let chain = format!("{}, {ip}", earlier.join(", "));
-            if let Ok(value) = HeaderValue::from_str(&chain) {
-                previous.insert(value);
-            }
-        }
-    }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Ok(host) = HeaderValue::from_str(original_host) {
-        headers.insert(&X_FORWARDED_HOST, host);
     }
 }
 
@@ -199,26 +174,6 @@ mod tests {
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");
         assert!(!h.contains_key("keep-alive"));
-    }
-
-    #[test]
-    fn forwarding_headers_append_and_set() {
-        let mut h = headers(&[
-            ("x-forwarded-for", "1.1.1.1"),
-            ("x-forwarded-for", "2.2.2.2"),
-        ]);
-        add_forwarding(
-            &mut h,
-            &HeaderValue::from_static("10.0.0.1"),
-            "api.example.com:8080",
-        );
-        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
-        let mut first = HeaderMap::new();
-        add_forwarding(&mut first, &HeaderValue::from_static("10.0.0.1"), "h");
-        assert_eq!(first["x-forwarded-for"], "10.0.0.1");
-        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "api.example.com:8080");
     }
 
     #[test]
