@@ -10,12 +10,15 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::reload::ReloadRecord;
 use crate::server::Gateway;
+
+/// An admin client must send its request head within this time.
+const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves the admin API on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -25,14 +28,8 @@ pub async fn serve(
 ) {
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    continue;
-                }
-            },
+        let (stream, _) = tokio::select! {
+            accepted = crate::server::accept(&listener) => accepted,
             () = &mut shutdown => return,
         };
         let gateway = gateway.clone();
@@ -41,7 +38,12 @@ pub async fn serve(
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(answer(&gateway, &request)) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(ADMIN_HEADER_TIMEOUT);
+            let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

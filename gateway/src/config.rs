@@ -151,88 +151,10 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
 fn check(config: &Config) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let mut problem = |field: String, message: String| problems.push((field, message));
-
-    for (name, up) in &config.upstreams {
-        let at = format!("upstreams.{name}");
-        if up.targets.is_empty() {
-            problem(
-                format!("{at}.targets"),
-                "an upstream needs at least one target".into(),
-            );
-        }
-        let mut seen = HashSet::new();
-        for (i, target) in up.targets.iter().enumerate() {
-            if !(1..=1000).contains(&target.weight) {
-                problem(
-                    format!("{at}.targets[{i}].weight"),
-                    format!("weight must be between 1 and 1000, not {}", target.weight),
-                );
-            }
-            if !seen.insert(target.url.authority.as_str()) {
-                problem(
-                    format!("{at}.targets[{i}].url"),
-                    format!("target {} is listed twice", target.url.authority),
-                );
-            }
-        }
-        match (up.balance, &up.hash_on) {
-            (Balance::ConsistentHash, None) => problem(
-                format!("{at}.hash_on"),
-                "balance: consistent_hash needs hash_on (header:NAME, cookie:NAME or client_ip)"
-                    .into(),
-            ),
-            (b, Some(_)) if b != Balance::ConsistentHash => problem(
-                format!("{at}.hash_on"),
-                "hash_on only applies to balance: consistent_hash".into(),
-            ),
-            _ => {}
-        }
-        if let Some(hc) = &up.health_check {
-            if !hc.path.starts_with('/') {
-                problem(
-                    format!("{at}.health_check.path"),
-                    "must start with `/`".into(),
-                );
-            }
-            if hc.interval.0.is_zero() {
-                problem(
-                    format!("{at}.health_check.interval"),
-                    "must be more than 0".into(),
-                );
-            }
-            if hc.timeout.0.is_zero() {
-                problem(
-                    format!("{at}.health_check.timeout"),
-                    "must be more than 0".into(),
-                );
-            }
-            if hc.healthy_after == 0 {
-                problem(
-                    format!("{at}.health_check.healthy_after"),
-                    "must be at least 1".into(),
-                );
-            }
-            if hc.unhealthy_after == 0 {
-                problem(
-                    format!("{at}.health_check.unhealthy_after"),
-                    "must be at least 1".into(),
-                );
-            }
-        }
-        if up.timeouts.connect.0.is_zero() {
-            problem(
-                format!("{at}.timeouts.connect"),
-                "must be more than 0".into(),
-            );
-        }
-        if up.timeouts.request.0.is_zero() {
-            problem(
-                format!("{at}.timeouts.request"),
-                "must be more than 0".into(),
-            );
-        }
+    check_server(&config.server, &mut problem);
+    for (name, upstream) in &config.upstreams {
+        check_upstream(&format!("upstreams.{name}"), upstream, &mut problem);
     }
-
     if let Some(plugins) = &config.plugins {
         let limits = plugins.limits;
         check_limits(
@@ -246,7 +168,6 @@ fn check(config: &Config) -> Vec<(String, String)> {
             &mut problem,
         );
     }
-
     let mut names = HashSet::new();
     for (i, route) in config.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
@@ -258,81 +179,202 @@ fn check(config: &Config) -> Vec<(String, String)> {
                 format!("another route is already named \"{}\"", route.name),
             );
         }
-        if !config.upstreams.contains_key(&route.upstream) {
+        check_route(&at, route, config, &mut problem);
+    }
+    problems
+}
+
+type Report<'a> = dyn FnMut(String, String) + 'a;
+
+/// A zero duration where a wait must have a length.
+fn positive(at: String, duration: HumanDuration, problem: &mut Report) {
+    if duration.0.is_zero() {
+        problem(at, "must be more than 0".into());
+    }
+}
+
+fn check_server(server: &ServerConfig, problem: &mut Report) {
+    positive(
+        "server.header_read_timeout".into(),
+        server.header_read_timeout,
+        problem,
+    );
+    positive(
+        "server.body_idle_timeout".into(),
+        server.body_idle_timeout,
+        problem,
+    );
+    positive(
+        "server.websocket_idle_timeout".into(),
+        server.websocket_idle_timeout,
+        problem,
+    );
+    positive(
+        "server.http2.keepalive_interval".into(),
+        server.http2.keepalive_interval,
+        problem,
+    );
+    positive(
+        "server.http2.keepalive_timeout".into(),
+        server.http2.keepalive_timeout,
+        problem,
+    );
+    if server.max_connections == 0 {
+        problem("server.max_connections".into(), "must be at least 1".into());
+    }
+    if server.http2.max_concurrent_streams == 0 {
+        problem(
+            "server.http2.max_concurrent_streams".into(),
+            "must be at least 1".into(),
+        );
+    }
+}
+
+fn check_upstream(at: &str, up: &UpstreamConfig, problem: &mut Report) {
+    if up.targets.is_empty() {
+        problem(
+            format!("{at}.targets"),
+            "an upstream needs at least one target".into(),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, target) in up.targets.iter().enumerate() {
+        if !(1..=1000).contains(&target.weight) {
             problem(
-                format!("{at}.upstream"),
-                format!("no upstream named \"{}\"", route.upstream),
+                format!("{at}.targets[{i}].weight"),
+                format!("weight must be between 1 and 1000, not {}", target.weight),
             );
         }
-        let m = &route.matcher;
-        if m.path.is_some() && m.path_prefix.is_some() {
+        if !seen.insert(target.url.authority.as_str()) {
             problem(
-                format!("{at}.match.path"),
-                "use either path or path_prefix, not both".into(),
-            );
-        }
-        for (h, header) in m.headers.iter().enumerate() {
-            let valid = header
-                .value
-                .as_deref()
-                .is_none_or(|v| http::HeaderValue::from_str(v).is_ok());
-            if !valid {
-                problem(
-                    format!("{at}.match.headers[{h}].value"),
-                    "not a valid header value (visible ASCII only)".into(),
-                );
-            }
-        }
-        if route.strip_prefix.is_some() && route.rewrite.is_some() {
-            problem(
-                format!("{at}.rewrite"),
-                "use either strip_prefix or rewrite, not both".into(),
-            );
-        }
-        if let Some(rewrite) = &route.rewrite {
-            let matched = m.path.as_ref().or(m.path_prefix.as_ref());
-            for param in rewrite.param_names() {
-                if !matched.is_some_and(|p| p.param_names().any(|n| n == param)) {
-                    problem(
-                        format!("{at}.rewrite"),
-                        format!("`{{{param}}}` is not captured by this route's match path"),
-                    );
-                }
-            }
-        }
-        if route.timeout.is_some_and(|t| t.0.is_zero()) {
-            problem(format!("{at}.timeout"), "must be more than 0".into());
-        }
-        if !route.plugins.is_empty() && config.plugins.is_none() {
-            problem(
-                format!("{at}.plugins"),
-                "this route names plugins but no `plugins: { dir: … }` is configured".into(),
-            );
-        }
-        for (p, plugin) in route.plugins.iter().enumerate() {
-            let valid = !plugin.name.is_empty()
-                && plugin
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !valid {
-                problem(
-                    format!("{at}.plugins[{p}].name"),
-                    format!(
-                        "`{}` is not a plugin name (letters, digits, `-`, `_`)",
-                        plugin.name
-                    ),
-                );
-            }
-            check_limits(
-                &format!("{at}.plugins[{p}].limits"),
-                &plugin.limits,
-                config.plugins.as_ref().map(|p| &p.limits),
-                &mut problem,
+                format!("{at}.targets[{i}].url"),
+                format!("target {} is listed twice", target.url.authority),
             );
         }
     }
-    problems
+    match (up.balance, &up.hash_on) {
+        (Balance::ConsistentHash, None) => problem(
+            format!("{at}.hash_on"),
+            "balance: consistent_hash needs hash_on (header:NAME, cookie:NAME or client_ip)".into(),
+        ),
+        (b, Some(_)) if b != Balance::ConsistentHash => problem(
+            format!("{at}.hash_on"),
+            "hash_on only applies to balance: consistent_hash".into(),
+        ),
+        _ => {}
+    }
+    if let Some(hc) = &up.health_check {
+        if !hc.path.starts_with('/') {
+            problem(
+                format!("{at}.health_check.path"),
+                "must start with `/`".into(),
+            );
+        }
+        positive(format!("{at}.health_check.interval"), hc.interval, problem);
+        positive(format!("{at}.health_check.timeout"), hc.timeout, problem);
+        for (field, count) in [
+            ("healthy_after", hc.healthy_after),
+            ("unhealthy_after", hc.unhealthy_after),
+        ] {
+            if count == 0 {
+                problem(
+                    format!("{at}.health_check.{field}"),
+                    "must be at least 1".into(),
+                );
+            }
+        }
+    }
+    positive(
+        format!("{at}.timeouts.connect"),
+        up.timeouts.connect,
+        problem,
+    );
+    positive(
+        format!("{at}.timeouts.request"),
+        up.timeouts.request,
+        problem,
+    );
+    positive(
+        format!("{at}.timeouts.body_idle"),
+        up.timeouts.body_idle,
+        problem,
+    );
+}
+
+fn check_route(at: &str, route: &RouteConfig, config: &Config, problem: &mut Report) {
+    if !config.upstreams.contains_key(&route.upstream) {
+        problem(
+            format!("{at}.upstream"),
+            format!("no upstream named \"{}\"", route.upstream),
+        );
+    }
+    let m = &route.matcher;
+    if m.path.is_some() && m.path_prefix.is_some() {
+        problem(
+            format!("{at}.match.path"),
+            "use either path or path_prefix, not both".into(),
+        );
+    }
+    for (h, header) in m.headers.iter().enumerate() {
+        let valid = header
+            .value
+            .as_deref()
+            .is_none_or(|v| http::HeaderValue::from_str(v).is_ok());
+        if !valid {
+            problem(
+                format!("{at}.match.headers[{h}].value"),
+                "not a valid header value (visible ASCII only)".into(),
+            );
+        }
+    }
+    if route.strip_prefix.is_some() && route.rewrite.is_some() {
+        problem(
+            format!("{at}.rewrite"),
+            "use either strip_prefix or rewrite, not both".into(),
+        );
+    }
+    if let Some(rewrite) = &route.rewrite {
+        let matched = m.path.as_ref().or(m.path_prefix.as_ref());
+        for param in rewrite.param_names() {
+            if !matched.is_some_and(|p| p.param_names().any(|n| n == param)) {
+                problem(
+                    format!("{at}.rewrite"),
+                    format!("`{{{param}}}` is not captured by this route's match path"),
+                );
+            }
+        }
+    }
+    if let Some(timeout) = route.timeout {
+        positive(format!("{at}.timeout"), timeout, problem);
+    }
+    if !route.plugins.is_empty() && config.plugins.is_none() {
+        problem(
+            format!("{at}.plugins"),
+            "this route names plugins but no `plugins: { dir: … }` is configured".into(),
+        );
+    }
+    for (p, plugin) in route.plugins.iter().enumerate() {
+        let valid = !plugin.name.is_empty()
+            && plugin
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            problem(
+                format!("{at}.plugins[{p}].name"),
+                format!(
+                    "`{}` is not a plugin name (letters, digits, `-`, `_`)",
+                    plugin.name
+                ),
+            );
+        }
+        check_limits(
+            &format!("{at}.plugins[{p}].limits"),
+            &plugin.limits,
+            config.plugins.as_ref().map(|p| &p.limits),
+            problem,
+        );
+    }
 }
 
 /// Longest CPU deadline one hook call may have.
@@ -347,7 +389,7 @@ fn check_limits(
     at: &str,
     limits: &PluginLimitsOverride,
     defaults: Option<&PluginLimits>,
-    problem: &mut impl FnMut(String, String),
+    problem: &mut Report,
 ) {
     if limits.deadline.is_some_and(|d| d.0.is_zero()) {
         problem(format!("{at}.deadline"), "must be more than 0".into());

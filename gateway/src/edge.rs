@@ -27,6 +27,8 @@ pub struct Rules {
     pub body_idle: Duration,
     pub escaped_slashes: EscapedSlashes,
     pub trusted_proxies: Vec<Cidr>,
+    /// An upgraded connection with no byte either way this long is closed.
+    pub websocket_idle: Duration,
 }
 
 impl Rules {
@@ -35,6 +37,7 @@ impl Rules {
             body_idle: server.body_idle_timeout.0,
             escaped_slashes: server.escaped_slashes,
             trusted_proxies: server.trusted_proxies.clone(),
+            websocket_idle: server.websocket_idle_timeout.0,
         }
     }
 }

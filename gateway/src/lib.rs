@@ -18,6 +18,7 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod tunnel;
 pub mod upstream;
 
 pub use server::{Gateway, StartError, serve};

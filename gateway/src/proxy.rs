@@ -14,7 +14,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body::Body as _;
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
 use crate::balance::RequestInfo;
 use crate::body::{self, Body, Streamed};
@@ -24,6 +23,7 @@ use crate::plugin::request_context::RequestHead;
 use crate::plugin::{HookFailure, RequestContext, RequestFlow};
 use crate::routing::{Matched, rewrite};
 use crate::snapshot::Snapshot;
+use crate::tunnel;
 use crate::upstream::headers::{self, X_REQUEST_ID};
 use crate::upstream::{AttemptError, Upstream};
 
@@ -174,7 +174,8 @@ impl Target<'_> {
         if let Some(client_upgrade) = self.client_upgrade
             && response.status() == StatusCode::SWITCHING_PROTOCOLS
         {
-            tunnel(client_upgrade, hyper::upgrade::on(&mut response));
+            let idle = self.client.rules.websocket_idle;
+            tunnel::spawn(client_upgrade, hyper::upgrade::on(&mut response), idle);
         }
         headers::remove_hop_by_hop(response.headers_mut());
         let body_idle = self.upstream.body_idle;
@@ -278,21 +279,4 @@ fn bodiless_copy(request: &Request<Body>) -> Request<Body> {
     *copy.version_mut() = request.version();
     *copy.headers_mut() = request.headers().clone();
     copy
-}
-
-/// Joins the client's and the upstream's upgraded connections (WebSocket).
-fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    tokio::spawn(async move {
-        match tokio::try_join!(client, upstream) {
-            Ok((client, upstream)) => {
-                let mut client = TokioIo::new(client);
-                let mut upstream = TokioIo::new(upstream);
-                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                {
-                    tracing::debug!(%error, "upgraded connection closed with an error");
-                }
-            }
-            Err(error) => tracing::debug!(%error, "upgrade did not complete"),
-        }
-    });
 }

@@ -12,7 +12,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::config::{Config, ConfigError, ServerConfig};
 use crate::edge::{self, framing};
@@ -124,57 +125,54 @@ pub async fn build(config: &Config) -> Result<(Snapshot, Option<Arc<PluginRuntim
 }
 
 /// Accepts connections until `shutdown` resolves, then waits up to
-/// `drain_timeout` for open requests to finish.
+/// `drain_timeout` for open requests to finish. At most
+/// `max_connections` are open at once: past it the loop stops accepting and
+/// new clients wait in the kernel's backlog.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     settings: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout.0)
-        // hyper answers 431 when the head outgrows its read buffer.
-        .max_buf_size(settings.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(connection_builder(settings));
     let rules = Arc::new(edge::Rules::new(settings));
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let header_timeout = settings.header_read_timeout.0;
+    let max_head = settings.max_header_bytes;
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
     loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
+        let accepting = async {
+            let slot = slots.clone().acquire_owned().await;
+            (slot, accept(&listener).await)
+        };
+        let (slot, (stream, client)) = tokio::select! {
+            accepted = accepting => accepted,
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
-        let (stream, framing) = framing::Watched::new(stream, settings.max_header_bytes);
-        let peer = Arc::new(edge::Client::new(client, rules.clone(), Some(framing)));
-        let service = service_fn(move |request| {
-            // Each request runs to the end on the snapshot it started with.
-            let snapshot = gateway.snapshot();
-            let peer = peer.clone();
-            async move { Ok::<_, Infallible>(proxy::handle(&snapshot, request, &peer).await) }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let rules = rules.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let _slot = slot;
+            // A client that sends nothing is closed after the header timeout,
+            // before hyper's own timer (which starts once a protocol is known).
+            if !first_bytes_within(&stream, header_timeout).await {
+                return;
+            }
+            let (stream, framing) = framing::Watched::new(stream, max_head);
+            let peer = Arc::new(edge::Client::new(client, rules, Some(framing)));
+            let service = service_fn(move |request| {
+                // Each request runs to the end on the snapshot it started with.
+                let snapshot = gateway.snapshot();
+                let peer = peer.clone();
+                async move { Ok::<_, Infallible>(proxy::handle(&snapshot, request, &peer).await) }
+            });
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%client, %error, "connection ended with an error");
             }
         });
@@ -189,6 +187,75 @@ pub async fn serve(
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(settings.drain_timeout.0) => {
             tracing::warn!("drain timeout reached; closing remaining connections");
+        }
+    }
+}
+
+/// The next connection; on an error (out of file descriptors, say) it backs
+/// off briefly rather than spinning, and keeps accepting.
+pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 and HTTP/2 settings from `server:`.
+fn connection_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Also closes a kept-alive connection that sends no next request.
+        .header_read_timeout(settings.header_read_timeout.0)
+        // hyper answers 431 when the head outgrows its read buffer.
+        .max_buf_size(settings.max_header_bytes.max(8192));
+    let h2 = &settings.http2;
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .keep_alive_interval(h2.keepalive_interval.0)
+        .keep_alive_timeout(h2.keepalive_timeout.0)
+        // What a client may send before the gateway reads it: 256 KiB a
+        // stream, 1 MiB a connection, whatever the upstream's pace.
+        .initial_stream_window_size(256 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .max_send_buf_size(256 * 1024)
+        // Rapid reset (CVE-2023-44487): streams a client opens and cancels
+        // at once are bounded; past it the connection gets GOAWAY.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256));
+    builder
+}
+
+/// Waits until the client sends its first bytes, or says it never did. An
+/// HTTP/2 preface that arrives in pieces is waited for whole, since hyper's
+/// protocol sniffing reads it with no time limit.
+async fn first_bytes_within(stream: &TcpStream, limit: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut seen = [0u8; PREFACE.len()];
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut seen)).await;
+        match peeked {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(n)) if n == PREFACE.len() || seen[..n] != PREFACE[..n] => return true,
+            // Part of a preface: peek returns the same bytes until more come.
+            Ok(Ok(_)) => {
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(10)))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
         }
     }
 }

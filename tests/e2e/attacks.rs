@@ -148,7 +148,7 @@ async fn a_content_length_beside_chunking_or_from_a_plugin_never_frames_the_answ
     // Smuggling's response side: a length that disagrees with the body
     // would leave bytes on the kept-alive connection, read as the next answer.
     let both = raw_upstream(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         false,
     )
     .await;

@@ -11,6 +11,7 @@ mod cors;
 mod deadlines;
 mod grants;
 mod health;
+mod held;
 mod plugin_context;
 mod plugins;
 mod protocols;

@@ -141,8 +141,37 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Largest request head (request line plus headers) accepted, in bytes.
     pub max_header_bytes: usize,
+    /// Open client connections at most; past it the gateway stops accepting
+    /// (new clients wait in the kernel's backlog) until one closes.
+    pub max_connections: usize,
+    /// A WebSocket (or other upgraded) connection with no byte either way
+    /// for this long is closed.
+    pub websocket_idle_timeout: HumanDuration,
+    pub http2: Http2Config,
     /// Threads serving requests; 0 means one per CPU core.
     pub workers: usize,
+}
+
+/// HTTP/2 limits for client connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Config {
+    /// Streams one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// How often an idle connection is pinged to see that the client is there.
+    pub keepalive_interval: HumanDuration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: HumanDuration,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            keepalive_interval: HumanDuration(std::time::Duration::from_secs(60)),
+            keepalive_timeout: HumanDuration(std::time::Duration::from_secs(20)),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -154,6 +183,9 @@ impl Default for ServerConfig {
             escaped_slashes: EscapedSlashes::Reject,
             trusted_proxies: Vec::new(),
             max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
+            websocket_idle_timeout: HumanDuration(std::time::Duration::from_secs(600)),
+            http2: Http2Config::default(),
             workers: 0,
         }
     }

@@ -1,0 +1,248 @@
+//! Nothing a client does holds a connection forever, and the gateway never
+//! holds more connections than it is allowed.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{Backend, Gateway, upstream};
+
+async fn gateway(server: &str) -> (Backend, Gateway) {
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&format!(
+        "server: {{ {server} }}\nupstreams:\n{}routes:\n  - {{ name: all, upstream: svc }}\n",
+        upstream("svc", &[&svc], "")
+    ));
+    (svc, gw)
+}
+
+/// How long until the gateway closes `stream` (reading and dropping
+/// whatever it sends), up to `limit`.
+async fn closed_after(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed_after_the_header_timeout() {
+    let (_svc, gw) = gateway("header_read_timeout: 300ms").await;
+    // Says nothing at all.
+    let mut silent = TcpStream::connect(gw.addr).await.expect("connect");
+    let after = closed_after(&mut silent, Duration::from_secs(5)).await;
+    assert!(
+        after.is_some_and(|d| d < Duration::from_secs(2)),
+        "{after:?}"
+    );
+    // Starts an HTTP/2 preface and stops.
+    let mut partial = TcpStream::connect(gw.addr).await.expect("connect");
+    partial
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("write");
+    let after = closed_after(&mut partial, Duration::from_secs(5)).await;
+    assert!(
+        after.is_some_and(|d| d < Duration::from_secs(2)),
+        "{after:?}"
+    );
+    // Kept alive after one request, then silent.
+    let mut kept = TcpStream::connect(gw.addr).await.expect("connect");
+    kept.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let after = closed_after(&mut kept, Duration::from_secs(5)).await;
+    assert!(
+        after.is_some_and(|d| d < Duration::from_secs(2)),
+        "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_websocket_is_closed() {
+    let (_svc, gw) = gateway("websocket_idle_timeout: 400ms").await;
+    let url = format!("ws://{}/ws", gw.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("handshake");
+    // Traffic keeps it open past the timeout...
+    for _ in 0..6 {
+        ws.send(Message::text("ping")).await.expect("send");
+        assert!(ws.next().await.is_some_and(|m| m.is_ok()));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // ...silence closes it.
+    let started = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    assert!(end.is_ok(), "still open after 5s");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn past_max_connections_new_clients_wait_until_one_closes() {
+    let (_svc, gw) = gateway("max_connections: 2").await;
+    let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).await.expect("answer");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        open.push(stream);
+    }
+    let mut third = TcpStream::connect(gw.addr)
+        .await
+        .expect("the kernel queues it");
+    third.write_all(request).await.expect("write");
+    let mut buf = [0u8; 4096];
+    let waited = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "the third client is not served while two are open"
+    );
+    drop(open.pop());
+    let n = tokio::time::timeout(Duration::from_secs(3), third.read(&mut buf))
+        .await
+        .expect("served once a slot is free")
+        .expect("read");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+/// An HTTP/2 connection to the gateway with the h2 crate, its driver task
+/// reporting how the connection ended.
+async fn h2_client(
+    gw: &Gateway,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    (client, tokio::spawn(connection))
+}
+
+#[tokio::test]
+async fn http2_streams_are_bounded_and_rapid_resets_end_the_connection() {
+    let (svc, gw) = gateway("http2: { max_concurrent_streams: 8 }").await;
+    let (client, connection) = h2_client(&gw).await;
+    let mut client = client.ready().await.expect("ready");
+    // One whole exchange first: the gateway's SETTINGS have arrived by then.
+    let request = http::Request::get(format!("http://{}/", gw.addr))
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    assert_eq!(response.await.expect("response").status(), 200);
+    assert_eq!(
+        client.current_max_send_streams(),
+        8,
+        "the limit is advertised"
+    );
+
+    // Rapid reset (CVE-2023-44487): open a stream and cancel it, at once, many times.
+    let mut sent = 0;
+    for _ in 0..5000 {
+        let request = http::Request::get(format!("http://{}/slow?ms=500", gw.addr))
+            .body(())
+            .expect("request");
+        let Ok(ready) = client.clone().ready().await else {
+            break;
+        };
+        client = ready;
+        let Ok((_response, mut stream)) = client.send_request(request, false) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the gateway ends the connection");
+    // The gateway sends GOAWAY (ENHANCE_YOUR_CALM) and closes; a client still
+    // writing may see only the closed socket.
+    let ended = ended.expect("task");
+    assert!(
+        ended.is_err(),
+        "the gateway closed the connection: {ended:?}"
+    );
+    assert!(
+        svc.served() <= 1 + 20,
+        "cancelled streams did not reach the backend: {} served after {sent} resets",
+        svc.served()
+    );
+    // The gateway keeps serving.
+    let reply = crate::support::get(&gw.url("/")).await;
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn a_continuation_flood_is_cut_off() {
+    let (_svc, gw) = gateway("").await;
+    let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    let frame = |kind: u8, flags: u8, payload: &[u8]| {
+        let len = payload.len() as u32;
+        let mut out = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            kind,
+            flags,
+            0,
+            0,
+            0,
+            1,
+        ];
+        out.extend_from_slice(payload);
+        out
+    };
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    tcp.write_all(&frame(0x4, 0, &[])[..])
+        .await
+        .expect("settings");
+    // HEADERS without END_HEADERS, then CONTINUATION frames that never end:
+    // each carries literal header fields `a: b`.
+    let field = [0x00u8, 0x01, b'a', 0x01, b'b'];
+    let block: Vec<u8> = field.iter().copied().cycle().take(5 * 3000).collect();
+    tcp.write_all(&frame(0x1, 0x1, &[0x82, 0x86, 0x84])[..])
+        .await
+        .expect("headers");
+    let started = Instant::now();
+    let mut written = 0usize;
+    while written < 64 * 1024 * 1024 {
+        let sent = tokio::time::timeout(
+            Duration::from_secs(2),
+            tcp.write_all(&frame(0x9, 0, &block)),
+        )
+        .await;
+        match sent {
+            Ok(Ok(())) => written += block.len(),
+            _ => break,
+        }
+    }
+    assert!(
+        written < 64 * 1024 * 1024,
+        "the gateway stopped reading or closed before 64 MiB of header block"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(gw.rss_kib() < 200 * 1024, "rss {} KiB", gw.rss_kib());
+    let reply = crate::support::get(&gw.url("/")).await;
+    assert_eq!(reply.status, 200, "the gateway keeps serving");
+}
