@@ -84,9 +84,36 @@ impl ProxyError {
         }
     }
 
+    /// What the client is told: never a target's address, an OS error or a
+    /// plugin's own words (panic text, trap details). Those go to the log,
+    /// with the request id the client sees.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::BadRequest(_)
+            | Self::NoRoute { .. }
+            | Self::PayloadTooLarge { .. }
+            | Self::PluginTimeout { .. } => self.to_string(),
+            Self::ClientBody { idle: true, .. } => "the request body stalled".into(),
+            Self::ClientBody { idle: false, .. } => "the request body could not be read".into(),
+            Self::NoHealthyTarget(_) => "the upstream has no healthy target".into(),
+            Self::UpstreamUnavailable { .. } => "the upstream is unavailable".into(),
+            Self::UpstreamTimeout { timeout, .. } => format!(
+                "the upstream did not answer within {}ms",
+                timeout.as_millis()
+            ),
+            Self::ResponseTooLarge { .. } => {
+                "the upstream response is too large for this route's plugins".into()
+            }
+            Self::PluginFailed { plugin, route, .. } => {
+                format!("plugin \"{plugin}\" on route \"{route}\" failed")
+            }
+            Self::Internal(_) => "internal error".into(),
+        }
+    }
+
     pub fn to_response(&self, request_id: &str) -> Response<Full<Bytes>> {
         let (status, code) = self.status_and_code();
-        json_error(status, code, &self.to_string(), request_id)
+        json_error(status, code, &self.public_message(), request_id)
     }
 }
 
@@ -132,6 +159,30 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
+    #[test]
+    fn client_messages_hold_no_internals() {
+        let unavailable = ProxyError::UpstreamUnavailable {
+            upstream: "users".into(),
+            target: "10.1.2.3:8080".into(),
+            reason: "Connection refused (os error 111)".into(),
+        };
+        let failed = ProxyError::PluginFailed {
+            plugin: "auth".into(),
+            route: "api".into(),
+            reason: "panicked at src/lib.rs:3: secret=hunter2".into(),
+        };
+        for error in [unavailable, failed] {
+            let message = error.public_message();
+            for internal in ["10.1.2.3", "os error", "hunter2", "panicked"] {
+                assert!(!message.contains(internal), "{message}");
+            }
+            assert!(
+                error.to_string().len() > message.len(),
+                "the log keeps the details"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn errors_render_as_the_json_shape() {
         let err = ProxyError::NoHealthyTarget("users".into());
@@ -151,7 +202,7 @@ mod tests {
             serde_json::json!({"error": {
                 "status": 503,
                 "code": "no_healthy_upstream",
-                "message": "upstream \"users\" has no healthy target",
+                "message": "the upstream has no healthy target",
                 "request_id": "req-1",
             }})
         );

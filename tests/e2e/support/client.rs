@@ -37,6 +37,22 @@ impl Reply {
         self.json()["headers"][name][0].as_str().map(str::to_string)
     }
 
+    /// The gateway's error message, as the client reads it.
+    pub fn error_message(&self) -> String {
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The request id the gateway answered with.
+    pub fn request_id(&self) -> String {
+        self.headers["x-request-id"]
+            .to_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// The gateway's own error code, checking the whole JSON error shape.
     pub fn error_code(&self) -> String {
         assert_eq!(self.headers["content-type"], "application/json");
