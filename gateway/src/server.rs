@@ -30,9 +30,48 @@ pub struct Gateway {
     /// Created with the first config that has plugins; lives as long as any
     /// snapshot may use its plugins (it drives their deadlines).
     plugins: Mutex<Option<Arc<PluginRuntime>>>,
-    /// Where the gateway listens; changing it needs a restart.
-    listen: SocketAddr,
+    /// What the listeners were started with; changing it needs a restart.
+    started_with: ListenerSettings,
     pub reloads: ReloadLog,
+}
+
+/// The parts of a config read once, when the listeners start.
+#[derive(Debug)]
+struct ListenerSettings {
+    listen: SocketAddr,
+    admin: Option<crate::config::AdminConfig>,
+    server: ServerConfig,
+}
+
+impl ListenerSettings {
+    fn of(config: &Config) -> Self {
+        Self {
+            listen: config.listen,
+            admin: config.admin.clone(),
+            server: config.server.clone(),
+        }
+    }
+
+    /// A warning for each section a reload changed but cannot apply.
+    fn needs_restart(&self, config: &Config) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if config.listen != self.listen {
+            warnings.push(format!(
+                "listen changed to {}; the gateway keeps listening on {} until it restarts",
+                config.listen, self.listen
+            ));
+        }
+        if config.admin != self.admin {
+            warnings.push(
+                "admin changed; the admin API keeps its address until the gateway restarts".into(),
+            );
+        }
+        if config.server != self.server {
+            warnings
+                .push("server changed; its settings take effect when the gateway restarts".into());
+        }
+        warnings
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +90,7 @@ impl Gateway {
         snapshot.start();
         let gateway = Self {
             reloads: ReloadLog::default(),
-            listen: config.listen,
+            started_with: ListenerSettings::of(config),
             plugins: Mutex::new(plugins),
             snapshot: ArcSwap::from_pointee(snapshot),
         };
@@ -72,12 +111,7 @@ impl Gateway {
         let next = Arc::new(Snapshot::new(config, plugins.as_ref(), Some(&current)).await?);
         next.start();
         let mut warnings = next.warnings.clone();
-        if config.listen != self.listen {
-            warnings.push(format!(
-                "listen changed to {}; the gateway keeps listening on {} until it restarts",
-                config.listen, self.listen
-            ));
-        }
+        warnings.extend(self.started_with.needs_restart(config));
         self.snapshot.store(next.clone());
         if let Some(runtime) = &plugins {
             // Compiled code only the old snapshots use goes with them.

@@ -521,3 +521,24 @@ async fn partial_writes_and_late_files_are_picked_up_once_complete() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn changes_that_need_a_restart_are_reported_not_ignored() {
+    let svc = Backend::start("svc").await;
+    let base = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nupstreams:\n{}routes:\n  - {{ name: all, upstream: svc }}\n",
+        upstream("svc", &[&svc], "")
+    );
+    let gw = Gateway::start(&base);
+    let before = reload_attempts(&gw).await;
+    gw.replace_config(&format!("server: {{ header_read_timeout: 3s }}\n{base}"));
+    let report = next_reload(&gw, before).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(
+        report["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains("server changed")))),
+        "{report}"
+    );
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+}

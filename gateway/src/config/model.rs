@@ -58,7 +58,7 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8080))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
@@ -126,7 +126,7 @@ pub struct PluginLimitsOverride {
 }
 
 /// Client-facing listener limits and shutdown behaviour.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// How long in-flight requests may run after SIGTERM/SIGINT.
@@ -153,7 +153,7 @@ pub struct ServerConfig {
 }
 
 /// HTTP/2 limits for client connections.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http2Config {
     /// Streams one connection may have open at once.
