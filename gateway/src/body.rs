@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,8 +37,25 @@ pub struct Streamed {
     /// Made on the first wait and re-armed on each later one.
     timer: Option<Pin<Box<Sleep>>>,
     waiting: bool,
-    /// Set once the peer sent the whole body (`track`).
-    finished: Option<Arc<AtomicBool>>,
+    /// Where the body stands, for whoever sends it on (`track`).
+    progress: Option<Arc<Progress>>,
+}
+
+/// How far a tracked body got.
+#[derive(Debug, Default)]
+pub struct Progress {
+    state: AtomicU8,
+}
+
+impl Progress {
+    const FLOWING: u8 = 0;
+    const WAITING_ON_PEER: u8 = 1;
+    const FINISHED: u8 = 2;
+
+    /// True when the last read of the body was left waiting on its sender.
+    pub fn waiting_on_peer(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == Self::WAITING_ON_PEER
+    }
 }
 
 /// Why a streamed body ended early.
@@ -58,17 +75,20 @@ impl Streamed {
             idle,
             timer: None,
             waiting: false,
-            finished: None,
+            progress: None,
         }
     }
 
-    /// A flag that turns true once the whole body has arrived: a request
-    /// that failed while its client was still sending is not the upstream's
-    /// fault.
-    pub fn track(&mut self) -> Arc<AtomicBool> {
-        let finished = Arc::new(AtomicBool::new(self.is_end_stream()));
-        self.finished = Some(finished.clone());
-        finished
+    /// Where the body stands as it is sent on: a request that failed while
+    /// its client was still sending (the upstream was waiting on the
+    /// client, not the other way round) is not the upstream's fault.
+    pub fn track(&mut self) -> Arc<Progress> {
+        let progress = Arc::new(Progress::default());
+        if self.is_end_stream() {
+            progress.state.store(Progress::FINISHED, Ordering::Relaxed);
+        }
+        self.progress = Some(progress.clone());
+        progress
     }
 
     /// Reads the first frame now and keeps it to hand on first, so a body
@@ -99,14 +119,22 @@ impl http_body::Body for Streamed {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.waiting = false;
-                if let Some(finished) = &this.finished
-                    && (frame.is_none() || this.inner.is_end_stream())
-                {
-                    finished.store(true, Ordering::Relaxed);
+                if let Some(progress) = &this.progress {
+                    let state = if frame.is_none() || this.inner.is_end_stream() {
+                        Progress::FINISHED
+                    } else {
+                        Progress::FLOWING
+                    };
+                    progress.state.store(state, Ordering::Relaxed);
                 }
                 Poll::Ready(frame.map(|f| f.map_err(StreamError::Peer)))
             }
             Poll::Pending => {
+                if let Some(progress) = &this.progress {
+                    progress
+                        .state
+                        .store(Progress::WAITING_ON_PEER, Ordering::Relaxed);
+                }
                 let deadline = Instant::now() + this.idle;
                 let timer = this
                     .timer

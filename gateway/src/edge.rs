@@ -53,10 +53,18 @@ pub struct Client {
     /// What the framing scanner found on this HTTP/1 connection.
     pub framing: Option<Arc<Findings>>,
     pub rules: Arc<Rules>,
+    /// This connection's place under `server.max_connections`, held by an
+    /// upgraded (WebSocket) tunnel too for as long as it is open.
+    pub slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Client {
-    pub fn new(addr: SocketAddr, rules: Arc<Rules>, framing: Option<Arc<Findings>>) -> Self {
+    pub fn new(
+        addr: SocketAddr,
+        rules: Arc<Rules>,
+        framing: Option<Arc<Findings>>,
+        slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    ) -> Self {
         let ip = addr.ip();
         let ip_text = HeaderValue::from_str(&ip.to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
@@ -66,6 +74,7 @@ impl Client {
             trusted: rules.trusted_proxies.iter().any(|block| block.contains(ip)),
             framing,
             rules,
+            slot,
         }
     }
 }
@@ -92,7 +101,9 @@ pub async fn admit(request: Request<Incoming>, client: &Client) -> Result<Admitt
     let (mut head, body) = request.into_parts();
     normalize_path(&mut head.uri, client.rules.escaped_slashes)?;
     let mut body = Streamed::new(body, client.rules.body_idle);
-    if is_chunked_http1(&head.headers, head.version) {
+    // Not when the client waits for `100 Continue`: reading would send it
+    // before routing and plugins decide whether the body is wanted.
+    if is_chunked_http1(&head.headers, head.version) && !head.headers.contains_key(header::EXPECT) {
         body.read_ahead()
             .await
             .map_err(|error| ProxyError::ClientBody {
@@ -145,6 +156,11 @@ pub fn host<B>(request: &Request<B>) -> Result<Cow<'_, str>, ProxyError> {
                 .map_err(|_| ProxyError::BadRequest("the Host header is not valid text".into()))
         })
         .transpose()?;
+    if header.is_some_and(|h| !is_host_text(h)) {
+        return Err(ProxyError::BadRequest(
+            "the Host header is not a host name or address".into(),
+        ));
+    }
     match (request.uri().authority(), header) {
         (Some(authority), Some(header)) if !authority.as_str().eq_ignore_ascii_case(header) => Err(
             ProxyError::BadRequest("the Host header disagrees with the request target".into()),
@@ -156,6 +172,16 @@ pub fn host<B>(request: &Request<B>) -> Result<Cow<'_, str>, ProxyError> {
         )),
         (None, None) => Ok(Cow::Borrowed("")),
     }
+}
+
+/// RFC 3986 host characters (a name, an IPv4 or bracketed IPv6 address) and
+/// a port: no `#`, `/`, `?`, `@` or spaces for a backend building links from
+/// it to misread.
+fn is_host_text(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
 }
 
 /// The host as routes see it: lower case, without port.
@@ -219,6 +245,9 @@ mod tests {
         assert!(host(&request("/", &["a", "a"])).is_err(), "even when equal");
         assert!(host(&request("http://a/", &["b"])).is_err());
         assert!(host(&request("/", &[])).is_err(), "HTTP/1.1 needs a Host");
+        assert!(host(&request("/", &["evil.test#.example.com"])).is_err());
+        assert!(host(&request("/", &["a b"])).is_err());
+        assert!(host(&request("/", &["[::1]:8080"])).is_ok());
     }
 
     #[test]

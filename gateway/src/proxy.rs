@@ -36,11 +36,21 @@ pub async fn handle(
 ) -> Response<Body> {
     let request_id = headers::ensure_request_id(request.headers_mut());
     let head_request = request.method() == Method::HEAD;
+    let http1 = request.version() <= Version::HTTP_11;
     let mut response = match proxy(snapshot, request, client, &request_id).await {
         Ok(response) => response,
         Err(error) => error_response(&error, &request_id),
     };
     frame(&mut response, head_request);
+    if http1
+        && client.framing.as_ref().is_some_and(|f| f.lost())
+        && response.status() != StatusCode::SWITCHING_PROTOCOLS
+    {
+        // Requests after this one could not be checked for smuggling.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response.headers_mut().insert(&X_REQUEST_ID, request_id);
     response
 }
@@ -175,7 +185,13 @@ impl Target<'_> {
             && response.status() == StatusCode::SWITCHING_PROTOCOLS
         {
             let idle = self.client.rules.websocket_idle;
-            tunnel::spawn(client_upgrade, hyper::upgrade::on(&mut response), idle);
+            let slot = self.client.slot.clone();
+            tunnel::spawn(
+                client_upgrade,
+                hyper::upgrade::on(&mut response),
+                idle,
+                slot,
+            );
         }
         headers::remove_hop_by_hop(response.headers_mut());
         let body_idle = self.upstream.body_idle;

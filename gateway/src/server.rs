@@ -191,14 +191,15 @@ pub async fn serve(
         let rules = rules.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _slot = slot;
+            // The semaphore is never closed, so a slot is always granted.
+            let slot = slot.ok().map(Arc::new);
             // A client that sends nothing is closed after the header timeout,
             // before hyper's own timer (which starts once a protocol is known).
             if !first_bytes_within(&stream, header_timeout).await {
                 return;
             }
             let (stream, framing) = framing::Watched::new(stream, max_head);
-            let peer = Arc::new(edge::Client::new(client, rules, Some(framing)));
+            let peer = Arc::new(edge::Client::new(client, rules, Some(framing), slot));
             let service = service_fn(move |request| {
                 // Each request runs to the end on the snapshot it started with.
                 let snapshot = gateway.snapshot();
@@ -276,19 +277,22 @@ async fn first_bytes_within(stream: &TcpStream, limit: Duration) -> bool {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let deadline = tokio::time::Instant::now() + limit;
     let mut seen = [0u8; PREFACE.len()];
+    let mut pause = Duration::from_millis(5);
     loop {
         let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut seen)).await;
         match peeked {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
             Ok(Ok(n)) if n == PREFACE.len() || seen[..n] != PREFACE[..n] => return true,
             // Part of a preface: peek returns the same bytes until more come.
+            // Waiting longer each time: peek cannot wait for *more* bytes.
             Ok(Ok(_)) => {
-                if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(10)))
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(pause))
                     .await
                     .is_err()
                 {
                     return false;
                 }
+                pause = (pause * 2).min(Duration::from_millis(500));
             }
         }
     }

@@ -14,9 +14,16 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// Joins the two sides once both upgrades complete, in a task of its own.
-pub fn spawn(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
+/// Joins the two sides once both upgrades complete, in a task of its own
+/// that holds the client connection's `slot` under `max_connections`.
+pub fn spawn<Slot: Send + 'static>(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    idle: Duration,
+    slot: Slot,
+) {
     tokio::spawn(async move {
+        let _slot = slot;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(error) => {

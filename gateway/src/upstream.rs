@@ -112,12 +112,14 @@ impl Upstream {
             Ok(result) => result,
         };
         // Only what the target did counts toward its health: not a client
-        // whose body failed or was still arriving (a trickled upload).
-        let client_still_sending = body_sent.is_some_and(|sent| !sent.load(Ordering::Relaxed));
+        // whose body failed, nor a timeout or a cut connection while the
+        // target was waiting on the client's body (a trickled upload). A
+        // refused connect, or a target that stopped reading, still counts.
+        let client_behind = body_sent.is_some_and(|sent| sent.waiting_on_peer());
         match &result {
             Ok(_) => self.pool.record_success(target),
             Err(AttemptError::ClientBody { .. }) => {}
-            Err(_) if client_still_sending => {}
+            Err(AttemptError::Timeout(_) | AttemptError::Broken(_)) if client_behind => {}
             Err(_) => self.pool.record_failure(target),
         }
         result

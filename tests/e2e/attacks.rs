@@ -47,6 +47,10 @@ async fn ambiguous_hosts_and_body_framing_get_400_and_reach_no_backend() {
             "GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n",
         ),
         (
+            "a Host that is not a host name",
+            "GET / HTTP/1.1\r\nHost: evil.test#.example.com\r\n\r\n",
+        ),
+        (
             "Content-Length then Transfer-Encoding",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         ),

@@ -258,3 +258,23 @@ async fn a_slow_upstream_gets_504_within_the_route_timeout() {
         "the gateway keeps serving"
     );
 }
+
+#[tokio::test]
+async fn a_dead_target_is_ejected_by_requests_with_bodies_too() {
+    let live = Backend::start("live").await;
+    let dead = Backend::start("dead").await;
+    dead.stop();
+    let gw = Gateway::start(&one_route(&upstream(
+        "pool",
+        &[&live, &dead],
+        "    passive_health: { max_fails: 2, cooldown: 30s }\n",
+    )));
+    let mut failed = 0;
+    for _ in 0..10 {
+        let request = Request::post(gw.url("/orders"))
+            .body(Full::new(Bytes::from_static(b"{\"item\":1}")))
+            .expect("request");
+        failed += usize::from(send(request).await.status == 502);
+    }
+    assert_eq!(failed, 2, "two refused connects eject the dead target");
+}

@@ -246,3 +246,34 @@ async fn a_continuation_flood_is_cut_off() {
     let reply = crate::support::get(&gw.url("/")).await;
     assert_eq!(reply.status, 200, "the gateway keeps serving");
 }
+
+#[tokio::test]
+async fn an_open_websocket_keeps_its_connection_slot() {
+    let (_svc, gw) = gateway("max_connections: 1").await;
+    let url = format!("ws://{}/ws", gw.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("handshake");
+    ws.send(Message::text("hi")).await.expect("send");
+    assert!(ws.next().await.is_some_and(|m| m.is_ok()));
+    let mut other = TcpStream::connect(gw.addr)
+        .await
+        .expect("the kernel queues it");
+    other
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 4096];
+    let waited = tokio::time::timeout(Duration::from_millis(500), other.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "the tunnel still counts as the one open connection"
+    );
+    ws.close(None).await.expect("close");
+    drop(ws);
+    let n = tokio::time::timeout(Duration::from_secs(3), other.read(&mut buf))
+        .await
+        .expect("served once the tunnel closed")
+        .expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}

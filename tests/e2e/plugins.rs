@@ -406,7 +406,7 @@ async fn bad_plugins_fail_the_config_load_with_route_and_plugin_named() {
         ),
         (
             "  - name: users\n    upstream: svc\n    plugins:\n      - name: probe\n        config: { colour: blue }\n",
-            "FILE:12: routes[0].plugins[0].config.colour: plugin \"probe\" refused the config of route \"users\": invalid config: unknown field `colour`, expected one of `tag`, `respond`, `respond_headers`, `refuse`, `fail_on`, `how`, `fail_when_header`, `bodies`, `log`, `report_sandbox`, `remember_header`, `recall`, `echo_request_header`, `spin_from_header`\n",
+            "FILE:12: routes[0].plugins[0].config.colour: plugin \"probe\" refused the config of route \"users\": invalid config: unknown field `colour`, expected one of `tag`, `respond`, `respond_headers`, `refuse`, `fail_on`, `how`, `fail_when_header`, `bodies`, `log`, `report_sandbox`, `remember_header`, `recall`, `echo_request_header`, `spin_from_header`, `not_implemented`, `count_calls`\n",
         ),
         (
             // A field of the wrong type: the plugin names it, the gateway finds its line.
@@ -516,4 +516,55 @@ async fn hooks_a_plugin_does_not_implement_are_not_called_again() {
     assert_eq!(hooks("noop"), (false.into(), false.into()), "{status}");
     assert_eq!(hooks("stamp-v1"), (false.into(), true.into()), "{status}");
     assert_eq!(hooks("probe"), (true.into(), true.into()), "{status}");
+}
+
+#[tokio::test]
+async fn an_instance_that_produced_invalid_output_is_not_reused() {
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&config(
+        &plugins,
+        &svc,
+        "  - { name: all, upstream: svc, plugins: [{ name: probe, config: { count_calls: true, fail_on: request, how: bad_header, fail_when_header: x-break } }] }\n",
+    ));
+    let calls = |reply: &crate::support::client::Reply| reply.upstream_header("x-instance-calls");
+    assert_eq!(calls(&get(&gw.url("/")).await).as_deref(), Some("1"));
+    let broken = send(
+        Request::get(gw.url("/"))
+            .header("x-break", "1")
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(broken.status, 500);
+    // A fresh instance: the one that produced the bad header (its second
+    // call) was dropped, with whatever state led it there.
+    assert_eq!(calls(&get(&gw.url("/")).await).as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn one_routes_not_implemented_hook_does_not_turn_it_off_for_another() {
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&config(
+        &plugins,
+        &svc,
+        "  - { name: quiet, upstream: svc, match: { path_prefix: /quiet }, plugins: [{ name: probe, config: { not_implemented: true } }] }
+  - { name: tagged, upstream: svc, plugins: [{ name: probe, config: { tag: b } }] }
+",
+    ));
+    for _ in 0..2 {
+        assert_eq!(
+            get(&gw.url("/quiet")).await.upstream_header("x-chain"),
+            None
+        );
+    }
+    assert_eq!(
+        get(&gw.url("/"))
+            .await
+            .upstream_header("x-chain")
+            .as_deref(),
+        Some("b"),
+        "the other route's hook still runs"
+    );
 }

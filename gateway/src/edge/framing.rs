@@ -12,7 +12,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -25,6 +25,9 @@ pub struct Findings {
     ambiguous_from: AtomicU64,
     /// Requests handed to the proxy on this connection so far.
     requests: AtomicU64,
+    /// The scanner lost the thread: later requests on the connection would
+    /// go unchecked, so the connection ends after the current answer.
+    lost: AtomicBool,
 }
 
 impl Default for Findings {
@@ -32,6 +35,7 @@ impl Default for Findings {
         Self {
             ambiguous_from: AtomicU64::new(u64::MAX),
             requests: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
         }
     }
 }
@@ -43,6 +47,12 @@ impl Findings {
     pub fn next_request_is_ambiguous(&self) -> bool {
         let index = self.requests.fetch_add(1, Ordering::Relaxed);
         index >= self.ambiguous_from.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection must close after the current answer, since
+    /// what follows could not be checked.
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
     }
 }
 
@@ -192,7 +202,7 @@ impl Scanner {
                         let mut line = std::mem::take(&mut self.line);
                         line.extend_from_slice(piece);
                         if line.len() > MAX_LINE.max(self.max_head_bytes) {
-                            self.state = State::Off;
+                            self.lose();
                             return;
                         }
                         self.on_line(&line);
@@ -209,8 +219,15 @@ impl Scanner {
     fn keep_partial(&mut self, bytes: &[u8]) {
         self.line.extend_from_slice(bytes);
         if self.line.len() > MAX_LINE.max(self.max_head_bytes) {
-            self.state = State::Off;
+            self.lose();
         }
+    }
+
+    /// Stops scanning; the connection ends after the current answer.
+    fn lose(&mut self) {
+        self.state = State::Off;
+        self.line = Vec::new();
+        self.findings.lost.store(true, Ordering::Relaxed);
     }
 
     /// One whole line, its `\n` included.
@@ -218,7 +235,12 @@ impl Scanner {
         let text = trim_line_end(line);
         match self.state {
             State::Head => self.on_head_line(line.len(), text),
-            State::ChunkSize => self.state = chunk_size(text),
+            // hyper reads chunk lines and trailers ending in CRLF only.
+            State::ChunkSize | State::Trailers if !line.ends_with(b"\r\n") => self.lose(),
+            State::ChunkSize => match chunk_size(text) {
+                State::Off => self.lose(),
+                next => self.state = next,
+            },
             State::Trailers if text.is_empty() => self.state = State::Head,
             _ => {}
         }
@@ -227,7 +249,7 @@ impl Scanner {
     fn on_head_line(&mut self, raw_len: usize, text: &[u8]) {
         self.head_bytes += raw_len;
         if self.head_bytes > self.max_head_bytes {
-            self.state = State::Off;
+            self.lose();
             return;
         }
         if !self.head.started {
@@ -249,20 +271,19 @@ impl Scanner {
         self.head_bytes = 0;
         let index = self.heads;
         self.heads += 1;
-        self.state = if head.transfer_encoding && (head.content_length.is_some() || head.bad_length)
-        {
+        if head.transfer_encoding && (head.content_length.is_some() || head.bad_length) {
             self.findings
                 .ambiguous_from
                 .fetch_min(index, Ordering::Relaxed);
-            State::Off
-        } else if head.stop_after || head.bad_length {
-            State::Off
-        } else if head.transfer_encoding {
-            if head.chunked {
-                State::ChunkSize
-            } else {
-                State::Off
-            }
+            self.lose();
+            return;
+        }
+        if head.stop_after || head.bad_length || (head.transfer_encoding && !head.chunked) {
+            self.lose();
+            return;
+        }
+        self.state = if head.transfer_encoding {
+            State::ChunkSize
         } else {
             match head.content_length {
                 Some(0) | None => State::Head,
@@ -299,9 +320,10 @@ fn chunk_size(line: &[u8]) -> State {
         .iter()
         .position(|&b| !b.is_ascii_hexdigit())
         .unwrap_or(line.len());
-    if digits == 0 || digits > 16 {
+    if digits == 0 {
         return State::Off;
     }
+    // u64 parsing takes any number of leading zeros and refuses overflow.
     let Some(size) = std::str::from_utf8(&line[..digits])
         .ok()
         .and_then(|hex| u64::from_str_radix(hex, 16).ok())
@@ -315,7 +337,7 @@ fn chunk_size(line: &[u8]) -> State {
 }
 
 fn parse_decimal(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
     std::str::from_utf8(value).ok()?.parse().ok()
@@ -396,6 +418,30 @@ mod tests {
         assert!(each_split(upgrade).iter().all(Option::is_none));
         let bad_chunk = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(each_split(bad_chunk).iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn what_hyper_reads_differently_ends_the_scan_and_the_connection() {
+        for input in [
+            // A bare LF where hyper wants CRLF in a chunked body.
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n",
+            // An upgrade that may or may not be accepted.
+            "GET / HTTP/1.1\r\nUpgrade: x\r\n\r\n",
+        ] {
+            let findings = Arc::new(Findings::default());
+            let mut scanner = Scanner::new(findings.clone(), 64 * 1024);
+            scanner.feed(input.as_bytes());
+            assert!(findings.lost(), "{input:?}");
+        }
+        let findings = Arc::new(Findings::default());
+        let mut scanner = Scanner::new(findings.clone(), 64 * 1024);
+        scanner.feed(b"POST / HTTP/1.1\r\nContent-Length: 000000000000000000000005\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n");
+        scanner.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000000005\r\nhello\r\n0\r\n\r\n");
+        assert!(
+            !findings.lost(),
+            "leading zeros are read as hyper reads them"
+        );
     }
 
     #[test]

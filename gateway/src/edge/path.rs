@@ -10,7 +10,8 @@
 //! - `%2F` and `%5C` (an encoded slash or backslash) are refused by default
 //!   (`server.escaped_slashes: reject`), or kept encoded as data (`keep`);
 //!   a raw `\` and `%00` are always refused;
-//! - `;` parameters are data like any other byte.
+//! - `;` parameters are data like any other byte, except on a dot segment:
+//!   `..;x` is refused, since Java servers resolve it as `..`.
 
 use std::borrow::Cow;
 
@@ -37,6 +38,8 @@ pub enum PathError {
     Forbidden,
     #[error("the path climbs above the root with ..")]
     AboveRoot,
+    #[error("the path has a dot segment with parameters (..;)")]
+    DotParameters,
 }
 
 /// The normalised form of `path` (borrowed when already normal, which is
@@ -48,11 +51,24 @@ pub fn normalize(path: &str, escaped_slashes: EscapedSlashes) -> Result<Cow<'_, 
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    if has_dot_parameters(path.as_bytes()) {
+        return Err(PathError::DotParameters);
+    }
     if is_normal(path.as_bytes()) {
         return Ok(Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(path.as_bytes(), escaped_slashes)?;
+    if has_dot_parameters(&decoded) {
+        return Err(PathError::DotParameters);
+    }
     resolve_segments(&decoded).map(Cow::Owned)
+}
+
+/// A `.;…` or `..;…` segment (checked again after decoding, for `%2e%2e;`).
+fn has_dot_parameters(bytes: &[u8]) -> bool {
+    bytes
+        .split(|&b| b == b'/')
+        .any(|segment| segment.starts_with(b".;") || segment.starts_with(b"..;"))
 }
 
 /// True when nothing needs doing: no escapes, no backslash or NUL, no
@@ -211,6 +227,17 @@ mod tests {
         let keep = |p| normalize(p, EscapedSlashes::Keep).map(Cow::into_owned);
         assert_eq!(keep("/a%2fb/../c").as_deref(), Ok("/c"));
         assert_eq!(keep("/a/%2f/").as_deref(), Ok("/a/%2F/"));
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_refused() {
+        assert_eq!(norm("/public/..;/admin"), Err(PathError::DotParameters));
+        assert_eq!(
+            norm("/public/%2e%2e;x/admin"),
+            Err(PathError::DotParameters)
+        );
+        assert_eq!(norm("/a/.;/b"), Err(PathError::DotParameters));
+        assert_eq!(norm("/a;v=1/..b;c").as_deref(), Ok("/a;v=1/..b;c"));
     }
 
     #[test]

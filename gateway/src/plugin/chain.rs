@@ -27,7 +27,7 @@
 //! the whole chain. `HookFailure::ran` and `RequestFlow::Respond::ran` carry
 //! the count.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -59,6 +59,10 @@ pub struct ChainEntry {
     granted: Arc<Granted>,
     capabilities: Capabilities,
     idle: Mutex<Vec<Instance>>,
+    /// Cleared when this entry's plugin says a hook is not implemented: on
+    /// this route, with this config; other routes still call it.
+    request_hook: AtomicBool,
+    response_hook: AtomicBool,
 }
 
 impl ChainEntry {
@@ -82,6 +86,8 @@ impl ChainEntry {
             granted,
             capabilities,
             idle: Mutex::new(vec![first]),
+            request_hook: AtomicBool::new(true),
+            response_hook: AtomicBool::new(true),
         })
     }
 
@@ -98,8 +104,9 @@ impl ChainEntry {
         }
     }
 
-    /// Returns an instance that completed its hook; a failed one is never
-    /// checked in, so nothing a failure left behind reaches another request.
+    /// Returns an instance that completed its hook; a failed one (a trap, or
+    /// output that is not valid HTTP) is never checked in, so nothing a
+    /// failure left behind reaches another request.
     fn checkin(&self, instance: Instance) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE_INSTANCES
@@ -118,11 +125,19 @@ impl ChainEntry {
     ) -> Result<R, ProxyError> {
         let mut instance = self.checkout()?;
         let result = hook(&mut instance, exchange).map_err(|e| self.error(e))?;
-        self.checkin(instance);
-        match exchange.invalid.take() {
-            Some(what) => Err(self.error(PluginError::BadOutput(what))),
-            None => Ok(result),
+        if let Some(what) = exchange.invalid.take() {
+            // Dropped with whatever state led it there.
+            return Err(self.error(PluginError::BadOutput(what)));
         }
+        self.checkin(instance);
+        Ok(result)
+    }
+
+    /// Stops calling, on this route, a hook the plugin said it does not
+    /// implement; `/admin/plugins` shows it as not implemented.
+    fn skip_hook(hook: &AtomicBool, shown: &AtomicBool) {
+        hook.store(false, Ordering::Relaxed);
+        shown.store(false, Ordering::Relaxed);
     }
 
     fn new_instance(&self) -> Result<Instance, PluginError> {
@@ -225,7 +240,7 @@ impl Chain {
     pub fn has_response_hooks(&self) -> bool {
         self.entries
             .iter()
-            .any(|e| e.plugin.response_hook.load(Ordering::Relaxed))
+            .any(|e| e.response_hook.load(Ordering::Relaxed))
     }
 
     /// Keeps the request as response hooks will read it, if any will.
@@ -245,7 +260,7 @@ impl Chain {
         let any_hook = self
             .entries
             .iter()
-            .any(|e| e.plugin.request_hook.load(Ordering::Relaxed));
+            .any(|e| e.request_hook.load(Ordering::Relaxed));
         if !any_hook {
             return Ok(RequestFlow::Forward {
                 request,
@@ -325,7 +340,7 @@ impl Chain {
         exchange: &mut Exchange,
     ) -> Result<Option<(Response<Body>, usize)>, HookFailure> {
         for (index, entry) in self.entries.iter().enumerate() {
-            if !entry.plugin.request_hook.load(Ordering::Relaxed) {
+            if !entry.request_hook.load(Ordering::Relaxed) {
                 continue;
             }
             exchange.body_visible = entry.capabilities.request_body;
@@ -334,7 +349,7 @@ impl Chain {
             match action {
                 bindings::RequestAction::Continue => {}
                 bindings::RequestAction::NotImplemented => {
-                    entry.plugin.request_hook.store(false, Ordering::Relaxed);
+                    ChainEntry::skip_hook(&entry.request_hook, &entry.plugin.request_hook)
                 }
                 bindings::RequestAction::Respond(answer) => {
                     let response = http_response(answer).map_err(|e| failed(entry.error(e)))?;
@@ -355,7 +370,7 @@ impl Chain {
         let entries = &self.entries[..ran.min(self.entries.len())];
         if !entries
             .iter()
-            .any(|e| e.plugin.response_hook.load(Ordering::Relaxed))
+            .any(|e| e.response_hook.load(Ordering::Relaxed))
         {
             return Ok(response);
         }
@@ -391,13 +406,13 @@ impl Chain {
 
     fn response_hooks(entries: &[ChainEntry], exchange: &mut Exchange) -> Result<(), ProxyError> {
         for entry in entries.iter().rev() {
-            if !entry.plugin.response_hook.load(Ordering::Relaxed) {
+            if !entry.response_hook.load(Ordering::Relaxed) {
                 continue;
             }
             exchange.body_visible = entry.capabilities.response_body;
             let action = entry.run(exchange, Instance::on_response)?;
             if let bindings::ResponseAction::NotImplemented = action {
-                entry.plugin.response_hook.store(false, Ordering::Relaxed);
+                ChainEntry::skip_hook(&entry.response_hook, &entry.plugin.response_hook);
             }
         }
         Ok(())

@@ -54,6 +54,15 @@ struct Config {
     echo_request_header: Option<String>,
     #[serde(default)]
     spin_from_header: bool,
+    #[serde(default)]
+    not_implemented: bool,
+    #[serde(default)]
+    count_calls: bool,
+}
+
+std::thread_local! {
+    /// Request hooks this instance has run (each instance has its own memory).
+    static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 struct Probe {
@@ -78,6 +87,19 @@ impl Plugin for Probe {
     }
 
     fn on_request(&self, request: &mut Request) -> Action {
+        if self.cfg.not_implemented {
+            plugin_sdk::__runtime::default_hook_ran();
+            return Action::Continue;
+        }
+        if self.cfg.count_calls {
+            let calls = CALLS.with(|c| {
+                c.set(c.get() + 1);
+                c.get()
+            });
+            request
+                .headers_mut()
+                .insert("x-instance-calls", &calls.to_string());
+        }
         let triggered = self
             .cfg
             .fail_when_header
