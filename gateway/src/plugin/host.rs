@@ -83,10 +83,7 @@ impl HostState {
             // no network; stdio goes nowhere. std starts fine without them.
             wasi: wasi::context(),
             table,
-            limiter: MemoryLimit {
-                max: limits.memory,
-                denied: false,
-            },
+            limiter: MemoryLimit::new(limits.memory),
             clock: CallClock::idle(),
             plugin: plugin.clone(),
             route: route.clone(),

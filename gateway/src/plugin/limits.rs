@@ -59,29 +59,73 @@ pub fn default_wall_deadline(deadline: Duration) -> Duration {
 /// trap that follows can be reported as what it is.
 #[derive(Debug)]
 pub struct MemoryLimit {
+    /// What all of the instance's linear memories together may hold: a
+    /// component with several memories does not get the budget once each.
     pub max: ByteSize,
     pub denied: bool,
+    /// Bytes held by all memories, and elements by all tables, so far.
+    memory_used: u64,
+    table_elements: u64,
+}
+
+/// Table elements (function references) one instance may hold in all.
+const MAX_TABLE_ELEMENTS: u64 = 100_000;
+
+impl MemoryLimit {
+    pub fn new(max: ByteSize) -> Self {
+        Self {
+            max,
+            denied: false,
+            memory_used: 0,
+            table_elements: 0,
+        }
+    }
 }
 
 impl ResourceLimiter for MemoryLimit {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = desired as u64 <= self.max.0;
+        let growth = (desired as u64).saturating_sub(current as u64);
+        let total = self.memory_used.saturating_add(growth);
+        let allowed = total <= self.max.0;
+        if allowed {
+            self.memory_used = total;
+        }
         self.denied |= !allowed;
         Ok(allowed)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        let growth = (desired as u64).saturating_sub(current as u64);
+        let total = self.table_elements.saturating_add(growth);
+        let allowed = total <= MAX_TABLE_ELEMENTS;
+        if allowed {
+            self.table_elements = total;
+        }
+        Ok(allowed)
+    }
+
+    // Components built from Rust have one or two of each; these bound a
+    // hostile one that declares thousands.
+    fn instances(&self) -> usize {
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        16
     }
 }
 
@@ -187,6 +231,22 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_memory_budget_covers_all_memories_of_an_instance() {
+        const MIB: usize = 1 << 20;
+        let mut limit = MemoryLimit::new(ByteSize::mib(8));
+        assert!(limit.memory_growing(0, 6 * MIB, None).unwrap_or(false));
+        // A second memory asking for 6 MiB would make 12 of an 8 MiB budget.
+        assert!(!limit.memory_growing(0, 6 * MIB, None).unwrap_or(true));
+        assert!(limit.denied);
+        assert!(limit.memory_growing(0, 2 * MIB, None).unwrap_or(false));
+        // Growing the first from 6 to 7 MiB: over by one.
+        assert!(!limit.memory_growing(6 * MIB, 7 * MIB, None).unwrap_or(true));
+        let mut tables = MemoryLimit::new(ByteSize::mib(8));
+        assert!(tables.table_growing(0, 60_000, None).unwrap_or(false));
+        assert!(!tables.table_growing(0, 60_000, None).unwrap_or(true));
+    }
 
     fn limits(deadline_ms: u64, wall_ms: u64) -> Limits {
         Limits {
