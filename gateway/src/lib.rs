@@ -12,6 +12,7 @@ pub mod body;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod observed;
 pub mod plugin;
 pub mod proxy;
 pub mod reload;

@@ -198,7 +198,7 @@ pub async fn serve(
             if !first_bytes_within(&stream, header_timeout).await {
                 return;
             }
-            let (stream, framing) = framing::Watched::new(stream, max_head);
+            let (stream, framing) = framing::watch(stream, max_head);
             let peer = Arc::new(edge::Client::new(client, rules, Some(framing), slot));
             let service = service_fn(move |request| {
                 // Each request runs to the end on the snapshot it started with.

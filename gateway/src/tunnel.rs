@@ -2,17 +2,15 @@
 //! sockets joined byte for byte, and closed when neither side sends anything
 //! for the idle timeout.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+
+use crate::observed::{Observed, Observer};
 
 /// Joins the two sides once both upgrades complete, in a task of its own
 /// that holds the client connection's `slot` under `max_connections`.
@@ -32,8 +30,8 @@ pub fn spawn<Slot: Send + 'static>(
             }
         };
         let moved = Arc::new(AtomicU64::new(0));
-        let mut client = Counted::new(TokioIo::new(client), &moved);
-        let mut upstream = Counted::new(TokioIo::new(upstream), &moved);
+        let mut client = Observed::new(TokioIo::new(client), Counter(moved.clone()));
+        let mut upstream = Observed::new(TokioIo::new(upstream), Counter(moved.clone()));
         tokio::select! {
             copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
                 if let Err(error) = copied {
@@ -64,52 +62,11 @@ async fn until_idle(moved: &AtomicU64, idle: Duration) {
     }
 }
 
-/// A socket that counts the bytes read from it into a shared total.
-struct Counted<IO> {
-    io: IO,
-    moved: Arc<AtomicU64>,
-}
+/// Adds the bytes read from a socket to a total shared by both sides.
+struct Counter(Arc<AtomicU64>);
 
-impl<IO> Counted<IO> {
-    fn new(io: IO, moved: &Arc<AtomicU64>) -> Self {
-        Self {
-            io,
-            moved: moved.clone(),
-        }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            this.moved.fetch_add(read as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+impl Observer for Counter {
+    fn saw(&mut self, bytes: &[u8]) {
+        self.0.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     }
 }

@@ -113,17 +113,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, client_ip: &HeaderValue, host: &s
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                v.parse().expect("value"),
-            );
-        }
-        map
-    }
+    use crate::upstream::headers::test_headers as headers;
 
     #[test]
     fn blocks_contain_their_addresses() {

@@ -9,13 +9,10 @@
 //! long, bytes it cannot parse) it stops and leaves the bytes to hyper,
 //! which refuses what is malformed itself.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use crate::observed::{Observed, Observer};
 
 /// What the scanner found, shared with the connection's request handler.
 #[derive(Debug)]
@@ -56,64 +53,17 @@ impl Findings {
     }
 }
 
-/// A connection whose inbound bytes pass through the scanner.
-#[derive(Debug)]
-pub struct Watched<IO> {
-    io: IO,
-    scanner: Scanner,
+/// `io` with its inbound bytes passing through a new scanner, and what the
+/// scanner will find.
+pub fn watch<IO>(io: IO, max_head_bytes: usize) -> (Observed<IO, Scanner>, Arc<Findings>) {
+    let findings = Arc::new(Findings::default());
+    let scanner = Scanner::new(findings.clone(), max_head_bytes);
+    (Observed::new(io, scanner), findings)
 }
 
-impl<IO> Watched<IO> {
-    pub fn new(io: IO, max_head_bytes: usize) -> (Self, Arc<Findings>) {
-        let findings = Arc::new(Findings::default());
-        let scanner = Scanner::new(findings.clone(), max_head_bytes);
-        (Self { io, scanner }, findings)
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            this.scanner.feed(&buf.filled()[before..]);
-        }
-        polled
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+impl Observer for Scanner {
+    fn saw(&mut self, bytes: &[u8]) {
+        self.feed(bytes);
     }
 }
 
@@ -136,8 +86,9 @@ enum State {
     Off,
 }
 
+/// Follows one connection's request framing.
 #[derive(Debug)]
-struct Scanner {
+pub struct Scanner {
     state: State,
     /// The current line when it spans reads.
     line: Vec<u8>,

@@ -114,20 +114,23 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// A header map from name/value pairs, for tests.
+#[cfg(test)]
+pub fn test_headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in pairs {
+        map.append(
+            HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            v.parse().expect("value"),
+        );
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_headers as headers;
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                v.parse().expect("value"),
-            );
-        }
-        map
-    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
