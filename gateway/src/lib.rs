@@ -4,7 +4,6 @@
 //! route table (`routing`) with plugin chains (`plugin`) and upstream pools
 //! (`upstream`, `balance`); `server` accepts connections and runs
 //! `proxy::handle` on each request.
-#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod balance;

@@ -26,6 +26,7 @@
 
 pub mod bindings;
 pub mod chain;
+pub mod code_cache;
 pub mod exchange;
 pub mod host;
 pub mod instance;

@@ -160,13 +160,8 @@ async fn run(
                 if !relevant(&path, &config_file, watched_plugins.as_deref()) {
                     continue;
                 }
-                // Wait for the burst (write, rename, partial writes) to settle.
-                loop {
-                    match tokio::time::timeout(debounce, rx.recv()).await {
-                        Ok(Some(_)) => continue,
-                        Ok(None) => return,
-                        Err(_) => break,
-                    }
+                if !settle(&mut rx, debounce, &config_file, watched_plugins.as_deref()).await {
+                    return;
                 }
                 format!("file change: {}", path.display())
             }
@@ -214,6 +209,38 @@ async fn reload(
 }
 
 /// The config file itself, or a `.wasm` file in the plugin folder.
+/// Waits for a burst of relevant events (write, rename, partial writes) to
+/// go quiet for `debounce`, but no longer than `MAX_SETTLE` in all; events
+/// for other files in the folders (a log written every second, say) do not
+/// extend the wait. False when the event channel closed.
+async fn settle(
+    rx: &mut mpsc::UnboundedReceiver<Trigger>,
+    debounce: Duration,
+    config_file: &Path,
+    plugins: Option<&Path>,
+) -> bool {
+    let give_up = tokio::time::Instant::now() + MAX_SETTLE.max(debounce);
+    let mut quiet_until = tokio::time::Instant::now() + debounce;
+    loop {
+        let until = quiet_until.min(give_up);
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Some(Trigger::Files(path))) if relevant(&path, config_file, plugins) => {
+                quiet_until = tokio::time::Instant::now() + debounce;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Longest a burst of file events may postpone a reload.
+const MAX_SETTLE: Duration = Duration::from_secs(5);
+
+/// Whether an event on `path` may change what the gateway loads: the config
+/// file, a plugin file, or a Kubernetes-style `..data` link (ConfigMaps and
+/// Secrets swap the `..data` symlink atomically; the file names stay links
+/// into it) in either folder.
 fn relevant(path: &Path, config_file: &Path, plugins: Option<&Path>) -> bool {
     let same_file = |a: &Path, b: &Path| {
         a.file_name() == b.file_name() && canonical_parent(a) == canonical_parent(b)
@@ -221,8 +248,15 @@ fn relevant(path: &Path, config_file: &Path, plugins: Option<&Path>) -> bool {
     if same_file(path, config_file) {
         return true;
     }
-    path.extension().is_some_and(|e| e == "wasm")
-        && plugins.is_some_and(|dir| canonical(path.parent().unwrap_or(dir)) == canonical(dir))
+    let in_folder = |dir: &Path| canonical(path.parent().unwrap_or(dir)) == canonical(dir);
+    let swapped_link = path
+        .file_name()
+        .is_some_and(|name| name.to_string_lossy().starts_with(".."));
+    if swapped_link && (in_folder(&canonical_parent(config_file)) || plugins.is_some_and(in_folder))
+    {
+        return true;
+    }
+    path.extension().is_some_and(|e| e == "wasm") && plugins.is_some_and(in_folder)
 }
 
 fn canonical(path: &Path) -> PathBuf {

@@ -542,3 +542,82 @@ async fn changes_that_need_a_restart_are_reported_not_ignored() {
     );
     assert_eq!(get(&gw.url("/")).await.status, 200);
 }
+
+/// A config with an admin API, one upstream and route `name` on `/name`.
+fn routed(svc: &Backend, name: &str) -> String {
+    format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nreload: {{ debounce: 200ms }}\nupstreams:\n{}routes:\n  - {{ name: {name}, upstream: svc, match: {{ path_prefix: /{name} }} }}\n",
+        upstream("svc", &[svc], "")
+    )
+}
+
+#[tokio::test]
+async fn a_busy_unrelated_file_does_not_postpone_reloads() {
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&routed(&svc, "before"));
+    let folder = gw.config_path.parent().expect("folder").to_path_buf();
+    // Another program writes a file beside the config every 50 ms, for good.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let _ = std::fs::write(folder.join("access.log"), n.to_string());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let before = reload_attempts(&gw).await;
+    gw.replace_config(&routed(&svc, "after"));
+    let started = Instant::now();
+    let report = next_reload(&gw, before).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = writer.join();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(get(&gw.url("/after")).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_configmap_style_data_link_swap_is_reloaded() {
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&routed(&svc, "v1"));
+    let folder = gw.config_path.parent().expect("folder").to_path_buf();
+    let listen = std::fs::read_to_string(&gw.config_path).expect("config");
+    let listen = listen.lines().next().expect("listen line").to_string();
+    // Lay the folder out as Kubernetes mounts a ConfigMap: the file is a link
+    // into `..data`, itself a link to a timestamped folder.
+    let version = |dir: &str, route: &str| {
+        std::fs::create_dir(folder.join(dir)).expect("dir");
+        std::fs::write(
+            folder.join(dir).join("gateway.yaml"),
+            format!("{listen}\n{}", routed(&svc, route)),
+        )
+        .expect("write");
+    };
+    version("..2026_01", "v1");
+    std::os::unix::fs::symlink("..2026_01", folder.join("..data")).expect("link");
+    std::os::unix::fs::symlink("..data/gateway.yaml", folder.join("gateway.tmp")).expect("link");
+    let before = reload_attempts(&gw).await;
+    std::fs::rename(folder.join("gateway.tmp"), &gw.config_path).expect("rename");
+    assert_eq!(next_reload(&gw, before).await["ok"], true);
+    // The update: a new folder, a new link, renamed over `..data`.
+    version("..2026_02", "v2");
+    std::os::unix::fs::symlink("..2026_02", folder.join("..data_tmp")).expect("link");
+    let before = reload_attempts(&gw).await;
+    std::fs::rename(folder.join("..data_tmp"), folder.join("..data")).expect("swap");
+    let report = next_reload(&gw, before).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        get(&gw.url("/v2")).await.status,
+        200,
+        "the new version serves"
+    );
+    assert_eq!(get(&gw.url("/v1")).await.status, 404);
+}

@@ -51,6 +51,8 @@ pub fn parse(text: &str, env: EnvLookup) -> Result<Document, YamlError> {
     let mut builder = Builder {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
+        values: 0,
+        depth: 0,
         lines: HashMap::new(),
         env,
     };
@@ -77,9 +79,19 @@ pub fn parse(text: &str, env: EnvLookup) -> Result<Document, YamlError> {
     })
 }
 
+/// Values a document may expand to, aliases counted at their full size: a
+/// "billion laughs" of nested aliases is refused, not built.
+const MAX_VALUES: usize = 100_000;
+/// Nesting a document may have; deeper would recurse the stack away.
+const MAX_DEPTH: usize = 64;
+
 struct Builder<'t, 'e> {
     parser: Parser<std::str::Chars<'t>>,
-    anchors: HashMap<usize, Value>,
+    /// Each anchored value with the number of values it holds.
+    anchors: HashMap<usize, (Value, usize)>,
+    /// Values built so far, and how deep the current one is.
+    values: usize,
+    depth: usize,
     lines: HashMap<String, usize>,
     env: EnvLookup<'e>,
 }
@@ -102,7 +114,23 @@ impl Builder<'_, '_> {
 
     /// Reads one node (scalar, sequence or mapping) found at `path`.
     fn node(&mut self, path: String) -> Result<Value, YamlError> {
+        self.depth += 1;
+        let node = self.bounded_node(path);
+        self.depth -= 1;
+        node
+    }
+
+    fn bounded_node(&mut self, path: String) -> Result<Value, YamlError> {
         let (event, mark) = self.next()?;
+        if self.depth > MAX_DEPTH {
+            return Err(error(
+                mark,
+                &path,
+                &format!("the document nests deeper than {MAX_DEPTH} levels"),
+            ));
+        }
+        let values_before = self.values;
+        self.count(1, mark, &path)?;
         self.lines.entry(path.clone()).or_insert(mark.line());
         let (value, anchor) = match event {
             Event::Scalar(text, style, anchor, _) => {
@@ -121,15 +149,35 @@ impl Builder<'_, '_> {
             }
             Event::MappingStart(anchor, _) => (Value::Object(self.mapping(&path)?), anchor),
             Event::Alias(id) => match self.anchors.get(&id) {
-                Some(value) => (value.clone(), 0),
+                Some((value, size)) => {
+                    let (value, size) = (value.clone(), *size);
+                    self.count(size.saturating_sub(1), mark, &path)?;
+                    (value, 0)
+                }
                 None => return Err(error(mark, &path, "alias to an unknown anchor")),
             },
             other => return Err(error(mark, &path, &format!("unexpected YAML {other:?}"))),
         };
         if anchor != 0 {
-            self.anchors.insert(anchor, value.clone());
+            let size = self.values - values_before;
+            self.anchors.insert(anchor, (value.clone(), size));
         }
         Ok(value)
+    }
+
+    /// Counts `more` values toward `MAX_VALUES`.
+    fn count(&mut self, more: usize, mark: Marker, path: &str) -> Result<(), YamlError> {
+        self.values = self.values.saturating_add(more);
+        if self.values > MAX_VALUES {
+            return Err(error(
+                mark,
+                path,
+                &format!(
+                    "the document expands to more than {MAX_VALUES} values (through YAML aliases?)"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn mapping(&mut self, path: &str) -> Result<Map<String, Value>, YamlError> {
@@ -305,5 +353,23 @@ mod tests {
     fn anchors_and_aliases_copy_values() {
         let doc = parse("t: &t { connect: 1s }\nu: *t\n", &no_env).expect("yaml");
         assert_eq!(doc.value["u"]["connect"], "1s");
+    }
+
+    #[test]
+    fn billion_laughs_and_deep_nesting_are_refused() {
+        let mut laughs = String::from("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for (i, name) in ["b", "c", "d", "e", "f", "g", "h", "i"].iter().enumerate() {
+            let prev = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
+            let refs = vec![format!("*{prev}"); 10].join(", ");
+            laughs.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        }
+        let err = parse(&laughs, &no_env).expect_err("refused");
+        assert!(err.message.contains("more than 100000 values"), "{err:?}");
+        let deep = format!("a: {}{}\n", "[".repeat(200), "]".repeat(200));
+        let err = parse(&deep, &no_env).expect_err("refused");
+        assert!(err.message.contains("deeper than 64"), "{err:?}");
+        // Ordinary reuse is fine.
+        let fine = "t: &t { connect: 1s }\nu: *t\nv: *t\n";
+        assert!(parse(fine, &no_env).is_ok());
     }
 }

@@ -7,12 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{
-    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::PluginError;
 use super::bindings::PluginPre;
+use super::code_cache::CodeCache;
 use super::host::{self, HostState};
 use super::limits::EPOCH_TICK;
 use super::services::{self, Import};
@@ -51,6 +50,8 @@ impl std::fmt::Debug for LoadedPlugin {
 /// compiled again).
 pub struct PluginRuntime {
     engine: Engine,
+    /// Compiled code kept on disk between starts.
+    code: CodeCache,
     linker: Linker<HostState>,
     loaded: Mutex<HashMap<(String, String), Arc<LoadedPlugin>>>,
     ticker_stop: Arc<AtomicBool>,
@@ -73,8 +74,6 @@ impl PluginRuntime {
             .total_memories(MAX_INSTANCES * 2)
             .total_tables(MAX_INSTANCES * 4)
             .max_memory_size(crate::config::MAX_PLUGIN_MEMORY.0 as usize);
-        let mut cache = CacheConfig::new();
-        cache.with_directory(cache_dir);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -83,8 +82,7 @@ impl PluginRuntime {
             // so a thousand instances reserve well under a terabyte of address space.
             .memory_reservation(crate::config::MAX_PLUGIN_MEMORY.0)
             .memory_guard_size(32 << 20)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
-            .cache(Some(Cache::new(cache).map_err(engine_error)?));
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
         host::link(&mut linker).map_err(engine_error)?;
@@ -103,8 +101,13 @@ impl PluginRuntime {
                 }
             })
             .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        let (code, warning) = CodeCache::open(cache_dir);
+        if let Some(warning) = warning {
+            tracing::warn!("{warning}");
+        }
         Ok(Self {
             engine,
+            code,
             linker,
             loaded: Mutex::new(HashMap::new()),
             ticker_stop,
@@ -112,7 +115,7 @@ impl PluginRuntime {
     }
 
     /// The default cache folder: `$XDG_CACHE_HOME/gateway`, `~/.cache/gateway`,
-    /// or a folder under the system temp dir.
+    /// or a folder of this user's under the system temp dir.
     pub fn default_cache_dir() -> PathBuf {
         if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
             return PathBuf::from(dir).join("gateway");
@@ -120,7 +123,8 @@ impl PluginRuntime {
         if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
             return PathBuf::from(home).join(".cache/gateway");
         }
-        std::env::temp_dir().join("gateway-cache")
+        let uid = rustix::process::getuid().as_raw();
+        std::env::temp_dir().join(format!("gateway-cache-{uid}"))
     }
 
     /// Loads `path` as plugin `name`: checks it is a component built for this
@@ -142,10 +146,12 @@ impl PluginRuntime {
             return Ok(loaded);
         }
         let component =
-            Component::new(&self.engine, &bytes).map_err(|e| PluginError::NotAComponent {
-                path: shown.clone(),
-                reason: format!("{e:#}"),
-            })?;
+            self.code
+                .component(&self.engine, &bytes)
+                .map_err(|e| PluginError::NotAComponent {
+                    path: shown.clone(),
+                    reason: format!("{e:#}"),
+                })?;
         self.check_version(&component, &shown)?;
         let services = self.check_imports(&component, &shown)?;
         let pre = self
