@@ -67,7 +67,7 @@ fn exchange(headers: usize) -> Exchange {
 fn bench(c: &mut Criterion) {
     let built = build_plugins::build_all().unwrap_or_else(|e| panic!("{e}"));
     let cache = tempfile::tempdir().expect("cache dir");
-    let runtime = PluginRuntime::new(cache.path()).expect("engine");
+    let runtime = PluginRuntime::new(cache.path(), 1000).expect("engine");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -156,6 +156,12 @@ fn check(config: &Config) -> Vec<(String, String)> {
         check_upstream(&format!("upstreams.{name}"), upstream, &mut problem);
     }
     if let Some(plugins) = &config.plugins {
+        if !(1..=MAX_PLUGIN_INSTANCES).contains(&plugins.max_instances) {
+            problem(
+                "plugins.max_instances".into(),
+                format!("must be between 1 and {MAX_PLUGIN_INSTANCES}"),
+            );
+        }
         let limits = plugins.limits;
         check_limits(
             "plugins.limits",

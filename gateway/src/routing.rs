@@ -142,6 +142,10 @@ pub struct Router {
 }
 
 impl Router {
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
     pub fn new(routes: Vec<Route>) -> Self {
         // A bucket holds every route a host in it can match, in precedence order.
         let bucket = |accepts: &dyn Fn(&Route) -> bool| {

@@ -113,6 +113,7 @@ impl Gateway {
         let mut warnings = next.warnings.clone();
         warnings.extend(self.started_with.needs_restart(config));
         self.snapshot.store(next.clone());
+        current.retire();
         if let Some(runtime) = &plugins {
             // Compiled code only the old snapshots use goes with them.
             runtime.retain(|loaded| {
@@ -146,7 +147,10 @@ fn runtime_for(config: &Config) -> Result<Option<Arc<PluginRuntime>>, PluginErro
         Some(dir) => config.origin.base_dir().join(dir),
         None => PluginRuntime::default_cache_dir(),
     };
-    Ok(Some(Arc::new(PluginRuntime::new(&cache)?)))
+    Ok(Some(Arc::new(PluginRuntime::new(
+        &cache,
+        settings.max_instances,
+    )?)))
 }
 
 /// Builds a snapshot of `config`, with a plugin engine when it has a

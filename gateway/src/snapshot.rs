@@ -105,6 +105,14 @@ impl Snapshot {
         }
     }
 
+    /// Called once a newer snapshot serves: requests still on this one keep
+    /// no plugin instances idle (see `Chain::retire`).
+    pub fn retire(&self) {
+        for route in self.router.routes() {
+            route.plugins.retire();
+        }
+    }
+
     pub fn upstream(&self, index: usize) -> Result<&Upstream, ProxyError> {
         self.upstreams
             .get(index)

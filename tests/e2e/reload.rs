@@ -621,3 +621,41 @@ async fn a_configmap_style_data_link_swap_is_reloaded() {
     );
     assert_eq!(get(&gw.url("/v1")).await.status, 404);
 }
+
+#[tokio::test]
+async fn a_hundred_reloads_while_slow_uploads_hold_old_snapshots() {
+    // Few instance slots, so that snapshots kept alive by slow uploads
+    // would run out of them if they held on to their plugin instances.
+    let plugins = PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let yaml = |version: usize| {
+        format!(
+            "admin: {{ listen: 127.0.0.1:0 }}\nreload: {{ debounce: 20ms }}\n{}upstreams:\n{}routes:\n  - {{ name: tagged, upstream: svc, timeout: 60s, plugins: [{{ name: probe, config: {{ tag: v{version} }} }}] }}\n",
+            plugins.section("  max_instances: 12\n"),
+            upstream("svc", &[&svc], "")
+        )
+    };
+    let gw = Gateway::start(&yaml(0));
+    let mut slow = Vec::new();
+    for version in 1..=100 {
+        if version <= 30 {
+            // An upload that sends one byte of a hundred, then waits.
+            let mut stream = tokio::net::TcpStream::connect(gw.addr)
+                .await
+                .expect("connect");
+            let head = "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nx";
+            tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+                .await
+                .expect("write");
+            slow.push(stream);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let before = reload_attempts(&gw).await;
+        gw.replace_config(&yaml(version));
+        let report = next_reload(&gw, before).await;
+        assert_eq!(report["ok"], true, "reload {version}: {report}");
+    }
+    let reply = get(&gw.url("/")).await;
+    assert_eq!(reply.upstream_header("x-chain").as_deref(), Some("v100"));
+    drop(slow);
+}

@@ -85,7 +85,18 @@ pub struct PluginsConfig {
     /// Nothing is granted by default.
     #[serde(default)]
     pub grants: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    /// Plugin instances that may exist at once, all routes and reloads
+    /// together (each reserves address space for the largest memory).
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
 }
+
+fn default_max_instances() -> u32 {
+    1000
+}
+
+/// Most plugin instances a config may ask for.
+pub const MAX_PLUGIN_INSTANCES: u32 = 10_000;
 
 fn default_max_body() -> ByteSize {
     ByteSize::mib(1)

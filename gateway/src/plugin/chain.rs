@@ -63,6 +63,8 @@ pub struct ChainEntry {
     /// this route, with this config; other routes still call it.
     request_hook: AtomicBool,
     response_hook: AtomicBool,
+    /// Its snapshot was replaced: instances are no longer kept idle.
+    retired: AtomicBool,
 }
 
 impl ChainEntry {
@@ -88,6 +90,7 @@ impl ChainEntry {
             idle: Mutex::new(vec![first]),
             request_hook: AtomicBool::new(true),
             response_hook: AtomicBool::new(true),
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -108,6 +111,9 @@ impl ChainEntry {
     /// output that is not valid HTTP) is never checked in, so nothing a
     /// failure left behind reaches another request.
     fn checkin(&self, instance: Instance) {
+        if self.retired.load(Ordering::Relaxed) {
+            return;
+        }
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE_INSTANCES
         {
@@ -212,6 +218,21 @@ pub struct HookFailure {
 pub struct Chain {
     entries: Vec<ChainEntry>,
     max_body: u64,
+}
+
+impl Chain {
+    /// Frees the instances kept idle, and keeps none from now on: a request
+    /// still running on a replaced snapshot (a slow upload, say) holds no
+    /// instance slot while it waits, only during its hook calls, which make
+    /// an instance and drop it.
+    pub fn retire(&self) {
+        for entry in &self.entries {
+            entry.retired.store(true, Ordering::Relaxed);
+            if let Ok(mut idle) = entry.idle.lock() {
+                idle.clear();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Chain {

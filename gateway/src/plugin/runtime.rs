@@ -19,9 +19,6 @@ use super::services::{self, Import};
 /// The WIT package version this gateway implements (see `wit/plugin.wit`).
 pub const WIT_VERSION: &str = "0.3.0";
 
-/// Instances the pooling allocator keeps room for, across all plugins.
-const MAX_INSTANCES: u32 = 1000;
-
 /// A compiled plugin, ready to instantiate.
 pub struct LoadedPlugin {
     pub name: Arc<str>,
@@ -64,15 +61,16 @@ impl std::fmt::Debug for PluginRuntime {
 }
 
 impl PluginRuntime {
-    /// Starts the engine; compiled code is cached in `cache_dir`.
-    pub fn new(cache_dir: &Path) -> Result<Self, PluginError> {
+    /// Starts the engine with room for `max_instances` plugin instances;
+    /// compiled code is cached in `cache_dir`.
+    pub fn new(cache_dir: &Path, max_instances: u32) -> Result<Self, PluginError> {
         let engine_error = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
         let mut pooling = PoolingAllocationConfig::default();
         pooling
-            .total_component_instances(MAX_INSTANCES)
-            .total_core_instances(MAX_INSTANCES * 4)
-            .total_memories(MAX_INSTANCES * 2)
-            .total_tables(MAX_INSTANCES * 4)
+            .total_component_instances(max_instances)
+            .total_core_instances(max_instances.saturating_mul(4))
+            .total_memories(max_instances.saturating_mul(2))
+            .total_tables(max_instances.saturating_mul(4))
             .max_memory_size(crate::config::MAX_PLUGIN_MEMORY.0 as usize);
         let mut config = Config::new();
         config
