@@ -14,11 +14,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::connection::first_bytes_within;
 use crate::reload::ReloadRecord;
 use crate::server::Gateway;
 
-/// An admin client must send its request head within this time.
+/// An admin client must send its first bytes, and each request head,
+/// within this time.
 const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Admin connections open at once; more wait in the backlog.
+const ADMIN_CONNECTIONS: usize = 64;
 
 /// Serves the admin API on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -27,13 +31,22 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = crate::server::accept(&listener) => accepted,
+        let accepting = async {
+            let slot = slots.clone().acquire_owned().await;
+            (slot, crate::server::accept(&listener).await)
+        };
+        let (slot, (stream, _)) = tokio::select! {
+            accepted = accepting => accepted,
             () = &mut shutdown => return,
         };
         let gateway = gateway.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            if !first_bytes_within(&stream, ADMIN_HEADER_TIMEOUT).await {
+                return;
+            }
             let service = service_fn(move |request| {
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(answer(&gateway, &request)) }

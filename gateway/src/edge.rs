@@ -4,6 +4,7 @@
 pub mod forwarded;
 pub mod framing;
 pub mod path;
+pub mod stall;
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -53,9 +54,9 @@ pub struct Client {
     /// What the framing scanner found on this HTTP/1 connection.
     pub framing: Option<Arc<Findings>>,
     pub rules: Arc<Rules>,
-    /// This connection's place under `server.max_connections`, held by an
-    /// upgraded (WebSocket) tunnel too for as long as it is open.
-    pub slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    /// What this connection holds while open (its place under the limits,
+    /// its drain guard), held by an upgraded (WebSocket) tunnel too.
+    pub held: Option<Arc<crate::connection::Held>>,
 }
 
 impl Client {
@@ -63,7 +64,7 @@ impl Client {
         addr: SocketAddr,
         rules: Arc<Rules>,
         framing: Option<Arc<Findings>>,
-        slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+        held: Option<Arc<crate::connection::Held>>,
     ) -> Self {
         let ip = addr.ip();
         let ip_text = HeaderValue::from_str(&ip.to_string())
@@ -74,7 +75,7 @@ impl Client {
             trusted: rules.trusted_proxies.iter().any(|block| block.contains(ip)),
             framing,
             rules,
-            slot,
+            held,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod connection;
 pub mod edge;
 pub mod error;
 pub mod observed;

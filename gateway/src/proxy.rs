@@ -185,12 +185,12 @@ impl Target<'_> {
             && response.status() == StatusCode::SWITCHING_PROTOCOLS
         {
             let idle = self.client.rules.websocket_idle;
-            let slot = self.client.slot.clone();
+            let held = self.client.held.clone();
             tunnel::spawn(
                 client_upgrade,
                 hyper::upgrade::on(&mut response),
                 idle,
-                slot,
+                held,
             );
         }
         headers::remove_hop_by_hop(response.headers_mut());

@@ -1,24 +1,21 @@
 //! The client-facing listener: HTTP/1.1 and h2c on one port, header limits,
 //! and graceful shutdown that lets requests in flight finish.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, ConfigError, ServerConfig};
-use crate::edge::{self, framing};
+use crate::connection;
+use crate::edge;
 use crate::plugin::{PluginError, PluginRuntime};
-use crate::proxy;
 use crate::reload::ReloadLog;
 use crate::snapshot::Snapshot;
 
@@ -162,22 +159,28 @@ pub async fn build(config: &Config) -> Result<(Snapshot, Option<Arc<PluginRuntim
     Ok((snapshot, plugins))
 }
 
-/// Accepts connections until `shutdown` resolves, then waits up to
-/// `drain_timeout` for open requests to finish. At most
-/// `max_connections` are open at once: past it the loop stops accepting and
-/// new clients wait in the kernel's backlog.
+/// Accepts connections until `shutdown` resolves, then asks every open one
+/// to finish and waits up to `drain_timeout` for them (tunnels included).
+/// At most `max_connections` are open at once: past it the loop stops
+/// accepting and new clients wait in the kernel's backlog.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     settings: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = Arc::new(connection_builder(settings));
-    let rules = Arc::new(edge::Rules::new(settings));
+    let connections = Arc::new(connection::Listener {
+        snapshot: Box::new(move || gateway.snapshot()),
+        builder: connection_builder(settings),
+        rules: Arc::new(edge::Rules::new(settings)),
+        header_timeout: settings.header_read_timeout.0,
+        idle_timeout: settings.idle_timeout.0,
+        send_timeout: settings.send_timeout.0,
+        max_head: settings.max_header_bytes,
+        drain: connection::Drain::default(),
+        per_address: connection::PerAddress::new(settings.max_connections_per_address),
+    });
     let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let header_timeout = settings.header_read_timeout.0;
-    let max_head = settings.max_header_bytes;
-    let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -189,41 +192,20 @@ pub async fn serve(
             accepted = accepting => accepted,
             () = &mut shutdown => break,
         };
+        // The semaphore is never closed, so a slot is always granted.
+        let Ok(slot) = slot else { continue };
         let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
-        let builder = builder.clone();
-        let rules = rules.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            // The semaphore is never closed, so a slot is always granted.
-            let slot = slot.ok().map(Arc::new);
-            // A client that sends nothing is closed after the header timeout,
-            // before hyper's own timer (which starts once a protocol is known).
-            if !first_bytes_within(&stream, header_timeout).await {
-                return;
-            }
-            let (stream, framing) = framing::watch(stream, max_head);
-            let peer = Arc::new(edge::Client::new(client, rules, Some(framing), slot));
-            let service = service_fn(move |request| {
-                // Each request runs to the end on the snapshot it started with.
-                let snapshot = gateway.snapshot();
-                let peer = peer.clone();
-                async move { Ok::<_, Infallible>(proxy::handle(&snapshot, request, &peer).await) }
-            });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%client, %error, "connection ended with an error");
-            }
-        });
+        tokio::spawn(connections.clone().serve(stream, client, slot));
     }
 
     drop(listener);
+    let drain = &connections.drain;
     tracing::info!(
-        connections = graceful.count(),
+        connections = drain.open(),
         "shutting down; draining requests in flight"
     );
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = drain.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(settings.drain_timeout.0) => {
             tracing::warn!("drain timeout reached; closing remaining connections");
         }
@@ -272,32 +254,4 @@ fn connection_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(256));
     builder
-}
-
-/// Waits until the client sends its first bytes, or says it never did. An
-/// HTTP/2 preface that arrives in pieces is waited for whole, since hyper's
-/// protocol sniffing reads it with no time limit.
-async fn first_bytes_within(stream: &TcpStream, limit: Duration) -> bool {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut seen = [0u8; PREFACE.len()];
-    let mut pause = Duration::from_millis(5);
-    loop {
-        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut seen)).await;
-        match peeked {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
-            Ok(Ok(n)) if n == PREFACE.len() || seen[..n] != PREFACE[..n] => return true,
-            // Part of a preface: peek returns the same bytes until more come.
-            // Waiting longer each time: peek cannot wait for *more* bytes.
-            Ok(Ok(_)) => {
-                if tokio::time::timeout_at(deadline, tokio::time::sleep(pause))
-                    .await
-                    .is_err()
-                {
-                    return false;
-                }
-                pause = (pause * 2).min(Duration::from_millis(500));
-            }
-        }
-    }
 }

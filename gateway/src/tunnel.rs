@@ -13,15 +13,16 @@ use tokio::time::Instant;
 use crate::observed::{Observed, Observer};
 
 /// Joins the two sides once both upgrades complete, in a task of its own
-/// that holds the client connection's `slot` under `max_connections`.
-pub fn spawn<Slot: Send + 'static>(
+/// that keeps what the client connection `held` (its place under the
+/// connection limits, its drain guard) until the tunnel closes.
+pub fn spawn<Held: Send + 'static>(
     client: OnUpgrade,
     upstream: OnUpgrade,
     idle: Duration,
-    slot: Slot,
+    held: Held,
 ) {
     tokio::spawn(async move {
-        let _slot = slot;
+        let _held = held;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(error) => {

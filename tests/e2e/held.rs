@@ -277,3 +277,82 @@ async fn an_open_websocket_keeps_its_connection_slot() {
         .expect("read");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn an_http2_connection_with_no_requests_is_closed_when_idle() {
+    let (_svc, gw) = gateway("idle_timeout: 500ms").await;
+    let (client, connection) = h2_client(&gw).await;
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get(format!("http://{}/", gw.addr))
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    assert_eq!(response.await.expect("response").status(), 200);
+    // The client stays, answering pings, but sends no request.
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    assert!(ended.is_ok(), "the gateway closed the idle connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(client);
+}
+
+#[tokio::test]
+async fn one_address_gets_at_most_its_share_of_connections() {
+    let (_svc, gw) = gateway("max_connections_per_address: 2").await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).await.expect("answer");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        open.push(stream);
+    }
+    let mut third = TcpStream::connect(gw.addr).await.expect("connect");
+    let after = closed_after(&mut third, Duration::from_secs(3)).await;
+    assert!(
+        after.is_some_and(|d| d < Duration::from_secs(1)),
+        "closed at once: {after:?}"
+    );
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        crate::support::get(&gw.url("/")).await.status,
+        200,
+        "a freed place is usable"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let (_svc, gw) = gateway("send_timeout: 300ms").await;
+    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+    stream
+        .write_all(b"GET /download?bytes=200000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    // Read nothing for a while: the socket buffers fill and writes stall.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => total += n,
+            Err(_) => panic!("the connection was neither closed nor fed"),
+        }
+    }
+    assert!(
+        total < 200_000_000,
+        "cut off, not served whole: {total} bytes"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

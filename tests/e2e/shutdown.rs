@@ -63,3 +63,39 @@ async fn the_drain_timeout_bounds_shutdown() {
     assert!(status.success());
     assert!(log.contains("drain timeout reached"), "{log}");
 }
+
+#[tokio::test]
+async fn draining_waits_for_open_websockets_too() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let svc = Backend::start("svc").await;
+    let mut gw = Gateway::start(&format!(
+        "server: {{ drain_timeout: 10s }}\nupstreams:\n{}routes:\n  - {{ name: all, upstream: svc }}\n",
+        upstream("svc", &[&svc], "")
+    ));
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr))
+        .await
+        .expect("handshake");
+    gw.signal(rustix::process::Signal::TERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(Message::text("still here")).await.expect("send");
+    let echoed = ws.next().await.expect("a reply").expect("a message");
+    assert_eq!(
+        echoed.to_text().expect("text"),
+        "still here",
+        "the tunnel outlives SIGTERM"
+    );
+    ws.close(None).await.expect("close");
+    drop(ws);
+    let started = std::time::Instant::now();
+    let (status, log) =
+        tokio::task::spawn_blocking(move || (gw.wait_exit(Duration::from_secs(5)), gw.stderr()))
+            .await
+            .expect("wait");
+    assert!(status.success(), "{log}");
+    assert!(log.contains("all connections drained"), "{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "exits once the tunnel closed"
+    );
+}

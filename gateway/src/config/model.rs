@@ -155,6 +155,12 @@ pub struct ServerConfig {
     /// Open client connections at most; past it the gateway stops accepting
     /// (new clients wait in the kernel's backlog) until one closes.
     pub max_connections: usize,
+    /// Open connections from one client address at most; 0 is no limit.
+    pub max_connections_per_address: usize,
+    /// A connection with no request for this long is closed (HTTP/2 too).
+    pub idle_timeout: HumanDuration,
+    /// A client that reads nothing of its answer for this long is cut off.
+    pub send_timeout: HumanDuration,
     /// A WebSocket (or other upgraded) connection with no byte either way
     /// for this long is closed.
     pub websocket_idle_timeout: HumanDuration,
@@ -195,6 +201,9 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
+            max_connections_per_address: 0,
+            idle_timeout: HumanDuration(std::time::Duration::from_secs(180)),
+            send_timeout: HumanDuration(std::time::Duration::from_secs(60)),
             websocket_idle_timeout: HumanDuration(std::time::Duration::from_secs(600)),
             http2: Http2Config::default(),
             workers: 0,
