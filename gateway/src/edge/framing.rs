@@ -403,4 +403,64 @@ mod tests {
         assert!(findings.next_request_is_ambiguous());
         assert!(findings.next_request_is_ambiguous());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// What the scanner concludes from `input` fed in pieces of these sizes.
+        fn verdict(input: &[u8], cuts: &[usize]) -> (u64, bool) {
+            let findings = Arc::new(Findings::default());
+            let mut scanner = Scanner::new(findings.clone(), 4096);
+            let mut rest = input;
+            for &cut in cuts.iter().cycle().take(input.len() + 1) {
+                if rest.is_empty() {
+                    break;
+                }
+                let (piece, after) = rest.split_at(cut.clamp(1, rest.len()));
+                scanner.feed(piece);
+                rest = after;
+            }
+            (
+                findings.ambiguous_from.load(Ordering::Relaxed),
+                findings.lost(),
+            )
+        }
+
+        fn requests() -> impl Strategy<Value = Vec<u8>> {
+            let line = prop_oneof![
+                Just("POST / HTTP/1.1\r\n"),
+                Just("GET / HTTP/1.1\r\n"),
+                Just("Content-Length: 3\r\n"),
+                Just("Content-Length: 0\r\n"),
+                Just("Transfer-Encoding: chunked\r\n"),
+                Just("Host: a\r\n"),
+                Just("\r\n"),
+                Just("\n"),
+                Just("abc"),
+                Just("3\r\nabc\r\n"),
+                Just("0\r\n\r\n"),
+                Just("Upgrade: x\r\n"),
+                Just("zz\r\n"),
+            ];
+            proptest::collection::vec(line, 0..40).prop_map(|parts| parts.concat().into_bytes())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn how_bytes_arrive_does_not_change_the_verdict(
+                input in requests(),
+                cuts in proptest::collection::vec(1usize..9, 1..6),
+            ) {
+                prop_assert_eq!(verdict(&input, &cuts), verdict(&input, &[input.len().max(1)]));
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..4096)) {
+                let _ = verdict(&input, &[7, 1, 300]);
+            }
+        }
+    }
 }

@@ -245,4 +245,82 @@ mod tests {
         assert_eq!(norm("a/b"), Err(PathError::NotAbsolute));
         assert_eq!(norm(""), Err(PathError::NotAbsolute));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Paths made mostly of the characters that matter here.
+        fn tricky_path() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("/"),
+                    Just("."),
+                    Just(".."),
+                    Just("%"),
+                    Just("%2e"),
+                    Just("%2E"),
+                    Just("%2f"),
+                    Just("%5C"),
+                    Just("%00"),
+                    Just("%41"),
+                    Just("%zz"),
+                    Just(";"),
+                    Just("\\"),
+                    Just("a"),
+                    Just("é"),
+                    Just("~"),
+                    Just("%c3%a9"),
+                ],
+                0..24,
+            )
+            .prop_map(|parts| format!("/{}", parts.concat()))
+        }
+
+        fn check_normal(path: &str, escaped_slashes: EscapedSlashes) {
+            assert!(path.starts_with('/'), "{path}");
+            for bad in ["//", "/./", "/../", "\\"] {
+                assert!(!path.contains(bad), "{path}");
+            }
+            assert!(!path.ends_with("/.") && !path.ends_with("/.."), "{path}");
+            let bytes = path.as_bytes();
+            for (i, &b) in bytes.iter().enumerate() {
+                if b == b'%' {
+                    let hex = &bytes[i + 1..i + 3];
+                    assert!(
+                        hex.iter()
+                            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()),
+                        "{path}"
+                    );
+                    let value = u8::from_str_radix(std::str::from_utf8(hex).unwrap_or("zz"), 16);
+                    let value = value.unwrap_or(0);
+                    assert!(!is_unreserved(value), "decodable escape left in {path}");
+                    if escaped_slashes == EscapedSlashes::Reject {
+                        assert!(value != b'/' && value != b'\\', "{path}");
+                    }
+                }
+            }
+            // Normal means normalising again changes nothing.
+            assert_eq!(normalize(path, escaped_slashes), Ok(Cow::Borrowed(path)));
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn any_path_is_refused_or_comes_out_normal(path in tricky_path()) {
+                for policy in [EscapedSlashes::Reject, EscapedSlashes::Keep] {
+                    if let Ok(normal) = normalize(&path, policy) {
+                        check_normal(&normal, policy);
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics(path in "\\PC*") {
+                let _ = normalize(&path, EscapedSlashes::Reject);
+                let _ = normalize(&format!("/{path}"), EscapedSlashes::Keep);
+            }
+        }
+    }
 }

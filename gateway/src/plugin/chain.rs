@@ -511,4 +511,33 @@ mod tests {
         let fine = http_response(answer(MAX_HEADER_LINES, "v"));
         assert!(fine.is_ok_and(|r| r.headers().len() == MAX_HEADER_LINES));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn header() -> impl Strategy<Value = bindings::Header> {
+            ("\\PC{0,12}", "\\PC{0,24}").prop_map(|(name, value)| bindings::Header { name, value })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// Whatever a plugin answers with becomes a response or a clear
+            /// refusal, never a panic; what is accepted is within the bounds.
+            #[test]
+            fn any_plugin_answer_is_a_response_or_refused(
+                status in any::<u16>(),
+                headers in proptest::collection::vec(header(), 0..40),
+                body in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let lines = headers.len();
+                let answer = bindings::Response { status, headers, body };
+                if let Ok(response) = http_response(answer) {
+                    prop_assert!((100..1000).contains(&response.status().as_u16()));
+                    prop_assert!(response.headers().len() <= lines);
+                }
+            }
+        }
+    }
 }
