@@ -100,6 +100,14 @@ pub async fn admit(request: Request<Incoming>, client: &Client) -> Result<Admitt
     }
     let host = host(&request)?.into_owned();
     let (mut head, body) = request.into_parts();
+    // Plugins read the host the router used, from the Host header, whether
+    // the client sent it there, as an absolute-form target or as `:authority`.
+    if !head.headers.contains_key(header::HOST)
+        && let Ok(value) = HeaderValue::from_str(&host)
+        && !host.is_empty()
+    {
+        head.headers.insert(header::HOST, value);
+    }
     normalize_path(&mut head.uri, client.rules.escaped_slashes)?;
     let mut body = Streamed::new(body, client.rules.body_idle);
     // Not when the client waits for `100 Continue`: reading would send it

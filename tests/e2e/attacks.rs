@@ -363,3 +363,36 @@ async fn headers_the_client_names_in_connection_are_gone_before_plugins_run() {
     assert_eq!(echo["headers"]["x-added"][0], "by-plugin", "{echo}");
     assert_eq!(echo["headers"]["x-added"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test]
+async fn over_http2_a_host_disagreeing_with_the_authority_is_refused_and_plugins_see_one_host() {
+    let plugins = crate::support::PluginDir::with(&["probe"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&format!(
+        "{}upstreams:\n{}routes:\n  - {{ name: all, upstream: svc, plugins: [{{ name: probe, config: {{ remember_header: host, recall: host }} }}] }}\n",
+        plugins.section(""),
+        upstream("svc", &[&svc], "")
+    ));
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get("http://api.example/")
+        .header("host", "admin.example")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    assert_eq!(response.await.expect("response").status(), 400);
+    assert_eq!(svc.served(), 0);
+    // Without a Host header, the plugin reads `:authority` as the host.
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get("http://api.example/")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    let response = response.await.expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-recalled-host"], "api.example");
+}

@@ -356,3 +356,65 @@ async fn a_client_that_stops_reading_is_cut_off() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn an_http2_client_that_stops_answering_pings_is_closed() {
+    let (_svc, gw) =
+        gateway("idle_timeout: 1h, http2: { keepalive_interval: 200ms, keepalive_timeout: 200ms }")
+            .await;
+    // A preface and SETTINGS, then silence: no ACK, no PING reply.
+    let mut raw = TcpStream::connect(gw.addr).await.expect("connect");
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("preface");
+    let after = closed_after(&mut raw, Duration::from_secs(5)).await;
+    assert!(
+        after.is_some_and(|d| d < Duration::from_secs(2)),
+        "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_gateway_backs_off_and_recovers() {
+    let (_svc, gw) = gateway("").await;
+    // Leave the gateway few descriptors, then open more connections than that.
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &gw.pid().to_string(), "--nofile=48:48"])
+        .status()
+        .expect("prlimit");
+    assert!(limited.success());
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        if let Ok(stream) = TcpStream::connect(gw.addr).await {
+            held.push(stream);
+        }
+    }
+    // Accepting fails now: it must back off, not spin a core.
+    let log = gw.log_with(&["accept failed"]).await;
+    assert!(
+        log.contains("accept failed"),
+        "the gateway ran out of descriptors:\n{log}"
+    );
+    let before = cpu_ticks(gw.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(gw.pid()) - before;
+    assert!(
+        used < 30,
+        "{used} ticks of CPU in one second while out of descriptors"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = crate::support::get(&gw.url("/")).await;
+    assert_eq!(reply.status, 200, "serving again once descriptors are free");
+}
+
+/// User plus system CPU time of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0)
+}

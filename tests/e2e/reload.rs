@@ -659,3 +659,24 @@ async fn a_hundred_reloads_while_slow_uploads_hold_old_snapshots() {
     assert_eq!(reply.upstream_header("x-chain").as_deref(), Some("v100"));
     drop(slow);
 }
+
+#[tokio::test]
+async fn a_symlinked_plugin_is_followed_and_repointing_the_link_reloads() {
+    let (plugins, v1, v2) = stamp_plugins();
+    let stamp = plugins.file("stamp");
+    std::fs::remove_file(&stamp).expect("remove the copy");
+    std::os::unix::fs::symlink(&v1, &stamp).expect("link to v1");
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&stamp_config(&plugins, &svc, ""));
+    assert_eq!(
+        version(&get(&gw.url("/")).await),
+        Some("1"),
+        "loaded through the link"
+    );
+    // Re-point the link, as deploy tools do: a new link renamed over the old.
+    let before = reload_attempts(&gw).await;
+    let next = plugins.path().join("stamp.wasm.new");
+    std::os::unix::fs::symlink(&v2, &next).expect("link to v2");
+    std::fs::rename(&next, &stamp).expect("swap the link");
+    serving_after_reload(&gw, before, "2").await;
+}
