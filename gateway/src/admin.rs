@@ -51,7 +51,10 @@ pub async fn serve(
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(answer(&gateway, &request)) }
             });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // HTTP/1 only: the admin API has no use for HTTP/2's long-lived
+            // connections, nor their limits to tune.
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
             builder
                 .http1()
                 .timer(TokioTimer::new())

@@ -7,6 +7,7 @@ mod yaml;
 
 use std::collections::HashSet;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use duration::HumanDuration;
@@ -69,12 +70,29 @@ impl fmt::Display for Problems<'_> {
 
 /// Reads, parses and checks the file at `file`, expanding `${VAR}` from the process environment.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+    let read_error = |source| ConfigError::Read {
         file: file.to_path_buf(),
         source,
-    })?;
+    };
+    // Read at most one byte past the bound, whatever the file (or device) is.
+    let mut text = String::new();
+    std::io::Read::take(
+        std::fs::File::open(file).map_err(read_error)?,
+        MAX_CONFIG_BYTES + 1,
+    )
+    .read_to_string(&mut text)
+    .map_err(read_error)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(read_error(std::io::Error::other(format!(
+            "the file is larger than {} MiB",
+            MAX_CONFIG_BYTES >> 20
+        ))));
+    }
     from_text(&text, file, &|name| std::env::var(name).ok())
 }
+
+/// The largest config file read.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// Parses and checks `text` read from `file` (named in errors); `env` resolves `${VAR}`.
 pub fn from_text(
@@ -200,31 +218,17 @@ fn positive(at: String, duration: HumanDuration, problem: &mut Report) {
 }
 
 fn check_server(server: &ServerConfig, problem: &mut Report) {
-    positive(
-        "server.header_read_timeout".into(),
-        server.header_read_timeout,
-        problem,
-    );
-    positive(
-        "server.body_idle_timeout".into(),
-        server.body_idle_timeout,
-        problem,
-    );
-    positive(
-        "server.websocket_idle_timeout".into(),
-        server.websocket_idle_timeout,
-        problem,
-    );
-    positive(
-        "server.http2.keepalive_interval".into(),
-        server.http2.keepalive_interval,
-        problem,
-    );
-    positive(
-        "server.http2.keepalive_timeout".into(),
-        server.http2.keepalive_timeout,
-        problem,
-    );
+    for (field, duration) in [
+        ("header_read_timeout", server.header_read_timeout),
+        ("body_idle_timeout", server.body_idle_timeout),
+        ("websocket_idle_timeout", server.websocket_idle_timeout),
+        ("idle_timeout", server.idle_timeout),
+        ("send_timeout", server.send_timeout),
+        ("http2.keepalive_interval", server.http2.keepalive_interval),
+        ("http2.keepalive_timeout", server.http2.keepalive_timeout),
+    ] {
+        positive(format!("server.{field}"), duration, problem);
+    }
     if server.max_connections == 0 {
         problem("server.max_connections".into(), "must be at least 1".into());
     }

@@ -32,6 +32,8 @@ pub struct Listener {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub send_timeout: Duration,
+    /// How long a connection asked to close may take to finish.
+    pub close_grace: Duration,
     pub max_head: usize,
     pub drain: Drain,
     pub per_address: PerAddress,
@@ -53,6 +55,7 @@ impl Listener {
         stream: TcpStream,
         client: SocketAddr,
         slot: OwnedSemaphorePermit,
+        drain: DrainGuard,
     ) {
         let Some(address) = self.per_address.enter(client.ip()) else {
             tracing::debug!(%client, "per-address connection limit reached; closed");
@@ -61,7 +64,7 @@ impl Listener {
         let held = Arc::new(Held {
             _slot: slot,
             _address: address,
-            _drain: self.drain.guard(),
+            _drain: drain,
         });
         // A client that sends nothing is closed after the header timeout,
         // before hyper's own timer (which starts once a protocol is known).
@@ -96,8 +99,12 @@ impl Listener {
             .serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let mut shutdown = self.drain.signal();
-        let mut closing = false;
+        // Once asked to close, a connection gets a while to finish what is in
+        // flight; a client that stalls the goodbye (no ack of HTTP/2's last
+        // ping, a stream window left at zero) is dropped after it.
+        let mut closing: Option<Instant> = None;
         loop {
+            let give_up = closing.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 ended = connection.as_mut() => {
                     if let Err(error) = ended {
@@ -105,14 +112,18 @@ impl Listener {
                     }
                     return;
                 }
-                _ = shutdown.wait_for(|stop| *stop), if !closing => {
+                _ = shutdown.wait_for(|stop| *stop), if closing.is_none() => {
                     connection.as_mut().graceful_shutdown();
-                    closing = true;
+                    closing = Some(Instant::now() + self.close_grace);
                 }
-                () = activity.idle_for(self.idle_timeout), if !closing => {
+                () = activity.idle_for(self.idle_timeout), if closing.is_none() => {
                     tracing::debug!(%client, "idle connection closed");
                     connection.as_mut().graceful_shutdown();
-                    closing = true;
+                    closing = Some(Instant::now() + self.close_grace);
+                }
+                () = tokio::time::sleep_until(give_up), if closing.is_some() => {
+                    tracing::debug!(%client, "connection did not close in time; dropped");
+                    return;
                 }
             }
         }
@@ -194,7 +205,9 @@ impl Default for Drain {
 }
 
 impl Drain {
-    fn guard(&self) -> DrainGuard {
+    /// Counts a connection as open until the guard is dropped; taken in the
+    /// accept loop, so a shutdown right after an accept still waits for it.
+    pub fn guard(&self) -> DrainGuard {
         self.open.0.fetch_add(1, Ordering::AcqRel);
         DrainGuard(self.open.clone())
     }

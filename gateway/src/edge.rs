@@ -165,9 +165,14 @@ pub fn host<B>(request: &Request<B>) -> Result<Cow<'_, str>, ProxyError> {
                 .map_err(|_| ProxyError::BadRequest("the Host header is not valid text".into()))
         })
         .transpose()?;
-    if header.is_some_and(|h| !is_host_text(h)) {
+    let authority = request.uri().authority().map(|a| a.as_str());
+    if header
+        .into_iter()
+        .chain(authority)
+        .any(|h| !is_host_text(h))
+    {
         return Err(ProxyError::BadRequest(
-            "the Host header is not a host name or address".into(),
+            "the host is not a host name or address (with a port)".into(),
         ));
     }
     match (request.uri().authority(), header) {
@@ -257,6 +262,10 @@ mod tests {
         assert!(host(&request("/", &["evil.test#.example.com"])).is_err());
         assert!(host(&request("/", &["a b"])).is_err());
         assert!(host(&request("/", &["[::1]:8080"])).is_ok());
+        assert!(
+            host(&request("http://victim.example@evil.example/", &[])).is_err(),
+            "userinfo"
+        );
     }
 
     #[test]

@@ -183,10 +183,13 @@ async fn run(
         if let (Ok((_, Some(folder))), Some(watcher)) = (&result, watcher.as_mut())
             && watched_plugins.as_ref() != Some(folder)
         {
-            if let Err(error) = watcher.watch(folder, RecursiveMode::NonRecursive) {
-                tracing::error!(%error, folder = %folder.display(), "cannot watch the plugin folder");
+            match watcher.watch(folder, RecursiveMode::NonRecursive) {
+                Ok(()) => watched_plugins = Some(folder.clone()),
+                // Tried again at the next reload.
+                Err(error) => {
+                    tracing::error!(%error, folder = %folder.display(), "cannot watch the plugin folder")
+                }
             }
-            watched_plugins = Some(folder.clone());
         }
         gateway
             .reloads

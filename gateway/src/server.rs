@@ -176,6 +176,9 @@ pub async fn serve(
         header_timeout: settings.header_read_timeout.0,
         idle_timeout: settings.idle_timeout.0,
         send_timeout: settings.send_timeout.0,
+        // The body idle timeouts bound a request that still moves; past
+        // this a closing connection is dropped.
+        close_grace: settings.body_idle_timeout.0,
         max_head: settings.max_header_bytes,
         drain: connection::Drain::default(),
         per_address: connection::PerAddress::new(settings.max_connections_per_address),
@@ -195,7 +198,8 @@ pub async fn serve(
         // The semaphore is never closed, so a slot is always granted.
         let Ok(slot) = slot else { continue };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connections.clone().serve(stream, client, slot));
+        let drain = connections.drain.guard();
+        tokio::spawn(connections.clone().serve(stream, client, slot, drain));
     }
 
     drop(listener);

@@ -51,7 +51,7 @@ pub fn parse(text: &str, env: EnvLookup) -> Result<Document, YamlError> {
     let mut builder = Builder {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
-        values: 0,
+        built: Budget::default(),
         depth: 0,
         lines: HashMap::new(),
         env,
@@ -79,18 +79,27 @@ pub fn parse(text: &str, env: EnvLookup) -> Result<Document, YamlError> {
     })
 }
 
-/// Values a document may expand to, aliases counted at their full size: a
-/// "billion laughs" of nested aliases is refused, not built.
+/// Values, and bytes of text (scalars, keys, field paths), a document may
+/// expand to, aliases counted at their full size: a "billion laughs" of
+/// nested aliases, or a long string repeated by aliases, is refused, not built.
 const MAX_VALUES: usize = 100_000;
+const MAX_BYTES: usize = 32 << 20;
 /// Nesting a document may have; deeper would recurse the stack away.
 const MAX_DEPTH: usize = 64;
 
+/// Values and bytes of text built.
+#[derive(Debug, Clone, Copy, Default)]
+struct Budget {
+    values: usize,
+    bytes: usize,
+}
+
 struct Builder<'t, 'e> {
     parser: Parser<std::str::Chars<'t>>,
-    /// Each anchored value with the number of values it holds.
-    anchors: HashMap<usize, (Value, usize)>,
-    /// Values built so far, and how deep the current one is.
-    values: usize,
+    /// Each anchored value with the values and bytes it holds.
+    anchors: HashMap<usize, (Value, Budget)>,
+    /// What has been built so far, and how deep the current value is.
+    built: Budget,
     depth: usize,
     lines: HashMap<String, usize>,
     env: EnvLookup<'e>,
@@ -129,11 +138,26 @@ impl Builder<'_, '_> {
                 &format!("the document nests deeper than {MAX_DEPTH} levels"),
             ));
         }
-        let values_before = self.values;
-        self.count(1, mark, &path)?;
+        let before = self.built;
+        self.count(
+            Budget {
+                values: 1,
+                bytes: path.len(),
+            },
+            mark,
+            &path,
+        )?;
         self.lines.entry(path.clone()).or_insert(mark.line());
         let (value, anchor) = match event {
             Event::Scalar(text, style, anchor, _) => {
+                self.count(
+                    Budget {
+                        values: 0,
+                        bytes: text.len(),
+                    },
+                    mark,
+                    &path,
+                )?;
                 (self.scalar(&text, style, mark, &path)?, anchor)
             }
             Event::SequenceStart(anchor, _) => {
@@ -151,7 +175,7 @@ impl Builder<'_, '_> {
             Event::Alias(id) => match self.anchors.get(&id) {
                 Some((value, size)) => {
                     let (value, size) = (value.clone(), *size);
-                    self.count(size.saturating_sub(1), mark, &path)?;
+                    self.count(size, mark, &path)?;
                     (value, 0)
                 }
                 None => return Err(error(mark, &path, "alias to an unknown anchor")),
@@ -159,21 +183,26 @@ impl Builder<'_, '_> {
             other => return Err(error(mark, &path, &format!("unexpected YAML {other:?}"))),
         };
         if anchor != 0 {
-            let size = self.values - values_before;
+            let size = Budget {
+                values: self.built.values - before.values,
+                bytes: self.built.bytes - before.bytes,
+            };
             self.anchors.insert(anchor, (value.clone(), size));
         }
         Ok(value)
     }
 
-    /// Counts `more` values toward `MAX_VALUES`.
-    fn count(&mut self, more: usize, mark: Marker, path: &str) -> Result<(), YamlError> {
-        self.values = self.values.saturating_add(more);
-        if self.values > MAX_VALUES {
+    /// Counts `more` toward the document's bounds.
+    fn count(&mut self, more: Budget, mark: Marker, path: &str) -> Result<(), YamlError> {
+        self.built.values = self.built.values.saturating_add(more.values);
+        self.built.bytes = self.built.bytes.saturating_add(more.bytes);
+        if self.built.values > MAX_VALUES || self.built.bytes > MAX_BYTES {
             return Err(error(
                 mark,
                 path,
                 &format!(
-                    "the document expands to more than {MAX_VALUES} values (through YAML aliases?)"
+                    "the document expands to more than {MAX_VALUES} values or {} MiB of text (through YAML aliases?)",
+                    MAX_BYTES >> 20
                 ),
             ));
         }
@@ -365,6 +394,13 @@ mod tests {
         }
         let err = parse(&laughs, &no_env).expect_err("refused");
         assert!(err.message.contains("more than 100000 values"), "{err:?}");
+        let long = format!(
+            "a: &a \"{}\"\nb: [{}]\n",
+            "x".repeat(1 << 20),
+            vec!["*a"; 64].join(", ")
+        );
+        let err = parse(&long, &no_env).expect_err("refused");
+        assert!(err.message.contains("MiB of text"), "{err:?}");
         let deep = format!("a: {}{}\n", "[".repeat(200), "]".repeat(200));
         let err = parse(&deep, &no_env).expect_err("refused");
         assert!(err.message.contains("deeper than 64"), "{err:?}");

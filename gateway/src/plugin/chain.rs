@@ -111,10 +111,10 @@ impl ChainEntry {
     /// output that is not valid HTTP) is never checked in, so nothing a
     /// failure left behind reaches another request.
     fn checkin(&self, instance: Instance) {
-        if self.retired.load(Ordering::Relaxed) {
-            return;
-        }
+        // `retired` is read under the lock `retire` clears the pool under,
+        // so no instance is pooled on a retired entry after it was cleared.
         if let Ok(mut idle) = self.idle.lock()
+            && !self.retired.load(Ordering::Relaxed)
             && idle.len() < MAX_IDLE_INSTANCES
         {
             idle.push(instance);
@@ -124,19 +124,22 @@ impl ChainEntry {
     /// Runs one hook over `exchange` on a checked-out instance; only a
     /// successful instance goes back to the pool. An edit the plugin made
     /// that is not valid HTTP fails the request here.
-    fn run<R>(
+    fn run<R, T>(
         &self,
         exchange: &mut Exchange,
         hook: impl FnOnce(&mut Instance, &mut Exchange) -> Result<R, PluginError>,
-    ) -> Result<R, ProxyError> {
+        output: impl FnOnce(R) -> Result<T, PluginError>,
+    ) -> Result<T, ProxyError> {
         let mut instance = self.checkout()?;
         let result = hook(&mut instance, exchange).map_err(|e| self.error(e))?;
+        // An instance whose output is not valid HTTP (an edit, or the answer
+        // it returned) is dropped with whatever state led it there.
         if let Some(what) = exchange.invalid.take() {
-            // Dropped with whatever state led it there.
             return Err(self.error(PluginError::BadOutput(what)));
         }
+        let output = output(result).map_err(|e| self.error(e))?;
         self.checkin(instance);
-        Ok(result)
+        Ok(output)
     }
 
     /// Stops calling, on this route, a hook the plugin said it does not
@@ -227,8 +230,8 @@ impl Chain {
     /// an instance and drop it.
     pub fn retire(&self) {
         for entry in &self.entries {
-            entry.retired.store(true, Ordering::Relaxed);
             if let Ok(mut idle) = entry.idle.lock() {
+                entry.retired.store(true, Ordering::Relaxed);
                 idle.clear();
             }
         }
@@ -366,16 +369,18 @@ impl Chain {
             }
             exchange.body_visible = entry.capabilities.request_body;
             let failed = |error| HookFailure { error, ran: index };
-            let action = entry.run(exchange, Instance::on_request).map_err(failed)?;
-            match action {
-                bindings::RequestAction::Continue => {}
-                bindings::RequestAction::NotImplemented => {
-                    ChainEntry::skip_hook(&entry.request_hook, &entry.plugin.request_hook)
-                }
-                bindings::RequestAction::Respond(answer) => {
-                    let response = http_response(answer).map_err(|e| failed(entry.error(e)))?;
-                    return Ok(Some((response, index + 1)));
-                }
+            let answer = entry
+                .run(exchange, Instance::on_request, |action| match action {
+                    bindings::RequestAction::Continue => Ok(None),
+                    bindings::RequestAction::NotImplemented => {
+                        ChainEntry::skip_hook(&entry.request_hook, &entry.plugin.request_hook);
+                        Ok(None)
+                    }
+                    bindings::RequestAction::Respond(answer) => http_response(answer).map(Some),
+                })
+                .map_err(failed)?;
+            if let Some(response) = answer {
+                return Ok(Some((response, index + 1)));
             }
         }
         Ok(None)
@@ -431,7 +436,7 @@ impl Chain {
                 continue;
             }
             exchange.body_visible = entry.capabilities.response_body;
-            let action = entry.run(exchange, Instance::on_response)?;
+            let action = entry.run(exchange, Instance::on_response, Ok)?;
             if let bindings::ResponseAction::NotImplemented = action {
                 ChainEntry::skip_hook(&entry.response_hook, &entry.plugin.response_hook);
             }

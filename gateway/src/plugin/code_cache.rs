@@ -8,9 +8,12 @@
 //!   file is compiled afresh and replaced, never run.
 
 use std::hash::{Hash, Hasher};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use rustix::fs::{self, AtFlags, FileType, Mode, OFlags};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -24,7 +27,8 @@ pub struct CodeCache {
 
 #[derive(Debug)]
 struct Store {
-    dir: PathBuf,
+    /// The folder, opened once and checked as opened.
+    folder: OwnedFd,
     key: [u8; 32],
 }
 
@@ -59,7 +63,7 @@ impl CodeCache {
         let mut name = Sha256::new();
         name.update(settings.finish().to_be_bytes());
         name.update(wasm);
-        let file = store.dir.join(format!("{}.cwasm", hex(&name.finalize())));
+        let file = format!("{}.cwasm", hex(&name.finalize()));
         if let Some(code) = store.verified(&file)
             && let Ok(component) = deserialize(engine, code)
         {
@@ -84,104 +88,126 @@ fn deserialize(engine: &Engine, code: Vec<u8>) -> wasmtime::Result<Component> {
 }
 
 impl Store {
+    /// Opens the folder once, without following a link, and checks the
+    /// handle, not the path: everything after goes through that handle, so
+    /// swapping the path afterwards changes nothing.
     fn open(dir: &Path) -> Result<Self, String> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(|e| format!("cannot create it: {e}"))?;
-        let key_path = dir.join(KEY_FILE);
-        let key = match std::fs::read(&key_path) {
-            Ok(key) => key,
-            Err(_) => new_key(&key_path)?,
-        };
-        let key: [u8; 32] = key
-            .try_into()
-            .map_err(|_| "its key file is damaged".to_string())?;
-        let folder = std::fs::metadata(dir).map_err(|e| e.to_string())?;
-        let key_file = std::fs::metadata(&key_path).map_err(|e| e.to_string())?;
-        // The key file is ours (we wrote or can read it): so must the folder be.
-        if folder.uid() != key_file.uid() || key_file.uid() != own_uid(dir)? {
+        let folder = fs::open(
+            dir,
+            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("cannot open it as a folder, not a link: {e}"))?;
+        let me = rustix::process::geteuid().as_raw();
+        let stat = fs::fstat(&folder).map_err(|e| e.to_string())?;
+        if stat.st_uid != me {
             return Err("another user owns it".into());
         }
-        if folder.permissions().mode() & 0o022 != 0 {
+        if stat.st_mode & 0o022 != 0 {
             return Err("other users may write to it; chmod 700 it".into());
         }
-        if key_file.permissions().mode() & 0o077 != 0 {
-            return Err("its key file is readable by others; chmod 600 it".into());
-        }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            key,
-        })
+        let key = read_key(&folder, me)?;
+        Ok(Self { folder, key })
     }
 
-    /// The code in `file` when its MAC is right.
-    fn verified(&self, file: &Path) -> Option<Vec<u8>> {
-        let mut bytes = std::fs::read(file).ok()?;
+    /// The code in `name` when its MAC is right.
+    fn verified(&self, name: &str) -> Option<Vec<u8>> {
+        let file = fs::openat(
+            &self.folder,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .ok()?;
+        let stat = fs::fstat(&file).ok()?;
+        if !FileType::from_raw_mode(stat.st_mode).is_file() {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::from(file).read_to_end(&mut bytes).ok()?;
         if bytes.len() < 32 {
             return None;
         }
         let code = bytes.split_off(32);
-        let expected = hmac(&self.key, file_name(file), &code);
+        let expected = hmac(&self.key, name.as_bytes(), &code);
         constant_time_eq(&bytes, &expected).then_some(code)
     }
 
-    /// Writes `code` with its MAC, via a temporary file renamed into place.
-    fn save(&self, file: &Path, code: &[u8]) {
-        let mac = hmac(&self.key, file_name(file), code);
-        let temp = file.with_extension(format!("tmp{}", std::process::id()));
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .and_then(|mut out| {
-                out.write_all(&mac)?;
-                out.write_all(code)
-            })
-            .and_then(|()| std::fs::rename(&temp, file));
+    /// Writes `code` with its MAC, via a new file renamed into place.
+    fn save(&self, name: &str, code: &[u8]) {
+        let mac = hmac(&self.key, name.as_bytes(), code);
+        let temp = format!("{name}.tmp{}", std::process::id());
+        let written = fs::openat(
+            &self.folder,
+            temp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(std::io::Error::from)
+        .and_then(|file| {
+            let mut file = std::fs::File::from(file);
+            file.write_all(&mac)?;
+            file.write_all(code)
+        })
+        .and_then(|()| {
+            fs::renameat(&self.folder, temp.as_str(), &self.folder, name).map_err(Into::into)
+        });
         if let Err(error) = written {
-            let _ = std::fs::remove_file(&temp);
-            tracing::warn!(%error, file = %file.display(), "cannot write to the plugin cache");
+            let _ = fs::unlinkat(&self.folder, temp.as_str(), AtFlags::empty());
+            tracing::warn!(%error, file = name, "cannot write to the plugin cache");
         }
     }
 }
 
-fn file_name(file: &Path) -> &[u8] {
-    file.file_name().map_or(&[], |n| n.as_encoded_bytes())
-}
-
-/// A new random key, written `0600` (never over an existing file).
-fn new_key(path: &Path) -> Result<Vec<u8>, String> {
-    let mut key = vec![0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut key))
-        .map_err(|e| format!("no randomness for its key: {e}"))?;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut out| out.write_all(&key))
-        .map_err(|e| format!("cannot write its key: {e}"))?;
+/// The folder's key: a regular file of 32 bytes that only this user can
+/// read, made when missing.
+fn read_key(folder: &OwnedFd, me: u32) -> Result<[u8; 32], String> {
+    let opened = fs::openat(
+        folder,
+        KEY_FILE,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    );
+    let file = match opened {
+        Ok(file) => file,
+        Err(rustix::io::Errno::NOENT) => return new_key(folder),
+        Err(e) => return Err(format!("cannot open its key file: {e}")),
+    };
+    let stat = fs::fstat(&file).map_err(|e| e.to_string())?;
+    if !FileType::from_raw_mode(stat.st_mode).is_file() || stat.st_size != 32 {
+        return Err("its key file is not 32 bytes of a plain file".into());
+    }
+    if stat.st_uid != me || stat.st_mode & 0o077 != 0 {
+        return Err("its key file is another user's or readable by others".into());
+    }
+    let mut key = [0u8; 32];
+    std::fs::File::from(file)
+        .read_exact(&mut key)
+        .map_err(|e| format!("cannot read its key file: {e}"))?;
     Ok(key)
 }
 
-/// This process's user, as the owner of a file it creates.
-fn own_uid(dir: &Path) -> Result<u32, String> {
-    let probe = dir.join(format!(".owner{}", std::process::id()));
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&probe)
-        .and_then(|file| file.metadata())
-        .map(|meta| meta.uid());
-    let _ = std::fs::remove_file(&probe);
-    created.map_err(|e| format!("cannot write to it: {e}"))
+/// A new random key, written `0600` (never over an existing file).
+fn new_key(folder: &OwnedFd) -> Result<[u8; 32], String> {
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut key))
+        .map_err(|e| format!("no randomness for its key: {e}"))?;
+    fs::openat(
+        folder,
+        KEY_FILE,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(std::io::Error::from)
+    .and_then(|file| std::fs::File::from(file).write_all(&key))
+    .map_err(|e| format!("cannot write its key: {e}"))?;
+    Ok(key)
 }
 
 /// HMAC-SHA256 (RFC 2104) of `name` then `code`.
@@ -236,20 +262,43 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let cache_dir = dir.path().join("cache");
         let store = Store::open(&cache_dir).expect("a private folder is used");
+        store.save("abc.cwasm", b"native code");
+        assert_eq!(
+            store.verified("abc.cwasm").as_deref(),
+            Some(&b"native code"[..])
+        );
         let file = cache_dir.join("abc.cwasm");
-        store.save(&file, b"native code");
-        assert_eq!(store.verified(&file).as_deref(), Some(&b"native code"[..]));
         let mut bytes = std::fs::read(&file).expect("read");
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&file, &bytes).expect("write");
-        assert_eq!(store.verified(&file), None, "a changed byte");
+        assert_eq!(store.verified("abc.cwasm"), None, "a changed byte");
         std::fs::write(&file, [0u8; 64]).expect("write");
-        assert_eq!(store.verified(&file), None, "a planted file");
+        assert_eq!(store.verified("abc.cwasm"), None, "a planted file");
+        // A link where the cache file should be is not followed.
+        std::fs::remove_file(&file).expect("remove");
+        std::os::unix::fs::symlink("/etc/hostname", &file).expect("link");
+        assert_eq!(store.verified("abc.cwasm"), None, "a link");
+    }
+
+    #[test]
+    fn a_linked_folder_or_a_strange_key_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let real = dir.path().join("real");
+        Store::open(&real).expect("a private folder is used");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("link");
+        assert!(
+            Store::open(&link).is_err(),
+            "the folder itself must not be a link"
+        );
+        std::fs::write(real.join(KEY_FILE), b"short").expect("write");
+        assert!(Store::open(&real).is_err_and(|e| e.contains("32 bytes")));
     }
 
     #[test]
     fn a_folder_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("dir");
         let shared = dir.path().join("shared");
         std::fs::create_dir(&shared).expect("dir");
