@@ -272,6 +272,7 @@ impl PerAddress {
     }
 
     fn enter(&self, ip: IpAddr) -> Option<AddressGuard> {
+        let ip = counted_as(ip);
         if self.max == 0 {
             return Some(AddressGuard { ip, open: None });
         }
@@ -285,6 +286,16 @@ impl PerAddress {
             ip,
             open: Some(self.open.clone()),
         })
+    }
+}
+
+/// The address a connection counts against: an IPv4 address, or an IPv6
+/// one's /64 (one host usually holds a whole /64, so per-address counting
+/// would not hold it back).
+fn counted_as(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
 }
 
@@ -334,5 +345,16 @@ mod tests {
         drop(a);
         assert!(limit.enter(ip).is_some(), "a closed one frees its place");
         assert!(PerAddress::new(0).enter(ip).is_some(), "0 is no limit");
+        let v6 = PerAddress::new(1);
+        let _first = v6.enter("2001:db8:1:2::1".parse().expect("ip"));
+        assert!(
+            v6.enter("2001:db8:1:2::ffff".parse().expect("ip"))
+                .is_none(),
+            "same /64"
+        );
+        assert!(
+            v6.enter("2001:db8:1:3::1".parse().expect("ip")).is_some(),
+            "another /64"
+        );
     }
 }

@@ -19,6 +19,19 @@ async fn gateway(server: &str) -> (Backend, Gateway) {
     (svc, gw)
 }
 
+/// A connection that was served one request and stays open (kept alive).
+async fn served_connection(gw: &Gateway) -> TcpStream {
+    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).await.expect("answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    stream
+}
+
 /// How long until the gateway closes `stream` (reading and dropping
 /// whatever it sends), up to `limit`.
 async fn closed_after(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
@@ -96,12 +109,7 @@ async fn past_max_connections_new_clients_wait_until_one_closes() {
     let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     let mut open = Vec::new();
     for _ in 0..2 {
-        let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
-        stream.write_all(request).await.expect("write");
-        let mut buf = [0u8; 4096];
-        let n = stream.read(&mut buf).await.expect("answer");
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-        open.push(stream);
+        open.push(served_connection(&gw).await);
     }
     let mut third = TcpStream::connect(gw.addr)
         .await
@@ -305,15 +313,7 @@ async fn one_address_gets_at_most_its_share_of_connections() {
     let (_svc, gw) = gateway("max_connections_per_address: 2").await;
     let mut open = Vec::new();
     for _ in 0..2 {
-        let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .expect("write");
-        let mut buf = [0u8; 4096];
-        let n = stream.read(&mut buf).await.expect("answer");
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-        open.push(stream);
+        open.push(served_connection(&gw).await);
     }
     let mut third = TcpStream::connect(gw.addr).await.expect("connect");
     let after = closed_after(&mut third, Duration::from_secs(3)).await;
