@@ -33,12 +33,8 @@ pub async fn serve(
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
     loop {
-        let accepting = async {
-            let slot = slots.clone().acquire_owned().await;
-            (slot, crate::server::accept(&listener).await)
-        };
-        let (slot, (stream, _)) = tokio::select! {
-            accepted = accepting => accepted,
+        let (slot, stream, _) = tokio::select! {
+            accepted = crate::server::accept(&listener, &slots) => accepted,
             () = &mut shutdown => return,
         };
         let gateway = gateway.clone();

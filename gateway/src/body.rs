@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,20 +41,19 @@ pub struct Streamed {
     progress: Option<Arc<Progress>>,
 }
 
-/// How far a tracked body got.
+/// Whether a tracked body's last read was left waiting on its sender.
 #[derive(Debug, Default)]
 pub struct Progress {
-    state: AtomicU8,
+    waiting_on_peer: AtomicBool,
 }
 
 impl Progress {
-    const FLOWING: u8 = 0;
-    const WAITING_ON_PEER: u8 = 1;
-    const FINISHED: u8 = 2;
-
-    /// True when the last read of the body was left waiting on its sender.
     pub fn waiting_on_peer(&self) -> bool {
-        self.state.load(Ordering::Relaxed) == Self::WAITING_ON_PEER
+        self.waiting_on_peer.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, waiting: bool) {
+        self.waiting_on_peer.store(waiting, Ordering::Relaxed);
     }
 }
 
@@ -84,9 +83,6 @@ impl Streamed {
     /// client, not the other way round) is not the upstream's fault.
     pub fn track(&mut self) -> Arc<Progress> {
         let progress = Arc::new(Progress::default());
-        if self.is_end_stream() {
-            progress.state.store(Progress::FINISHED, Ordering::Relaxed);
-        }
         self.progress = Some(progress.clone());
         progress
     }
@@ -120,20 +116,13 @@ impl http_body::Body for Streamed {
             Poll::Ready(frame) => {
                 this.waiting = false;
                 if let Some(progress) = &this.progress {
-                    let state = if frame.is_none() || this.inner.is_end_stream() {
-                        Progress::FINISHED
-                    } else {
-                        Progress::FLOWING
-                    };
-                    progress.state.store(state, Ordering::Relaxed);
+                    progress.set(false);
                 }
                 Poll::Ready(frame.map(|f| f.map_err(StreamError::Peer)))
             }
             Poll::Pending => {
                 if let Some(progress) = &this.progress {
-                    progress
-                        .state
-                        .store(Progress::WAITING_ON_PEER, Ordering::Relaxed);
+                    progress.set(true);
                 }
                 let deadline = Instant::now() + this.idle;
                 let timer = this

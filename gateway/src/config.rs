@@ -217,6 +217,13 @@ fn positive(at: String, duration: HumanDuration, problem: &mut Report) {
     }
 }
 
+/// A zero count where there must be at least one.
+fn at_least_one(at: String, count: usize, problem: &mut Report) {
+    if count == 0 {
+        problem(at, "must be at least 1".into());
+    }
+}
+
 fn check_server(server: &ServerConfig, problem: &mut Report) {
     for (field, duration) in [
         ("header_read_timeout", server.header_read_timeout),
@@ -229,15 +236,16 @@ fn check_server(server: &ServerConfig, problem: &mut Report) {
     ] {
         positive(format!("server.{field}"), duration, problem);
     }
-    if server.max_connections == 0 {
-        problem("server.max_connections".into(), "must be at least 1".into());
-    }
-    if server.http2.max_concurrent_streams == 0 {
-        problem(
-            "server.http2.max_concurrent_streams".into(),
-            "must be at least 1".into(),
-        );
-    }
+    at_least_one(
+        "server.max_connections".into(),
+        server.max_connections,
+        problem,
+    );
+    at_least_one(
+        "server.http2.max_concurrent_streams".into(),
+        server.http2.max_concurrent_streams as usize,
+        problem,
+    );
 }
 
 fn check_upstream(at: &str, up: &UpstreamConfig, problem: &mut Report) {
@@ -286,12 +294,11 @@ fn check_upstream(at: &str, up: &UpstreamConfig, problem: &mut Report) {
             ("healthy_after", hc.healthy_after),
             ("unhealthy_after", hc.unhealthy_after),
         ] {
-            if count == 0 {
-                problem(
-                    format!("{at}.health_check.{field}"),
-                    "must be at least 1".into(),
-                );
-            }
+            at_least_one(
+                format!("{at}.health_check.{field}"),
+                count as usize,
+                problem,
+            );
         }
     }
     positive(

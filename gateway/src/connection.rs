@@ -104,7 +104,8 @@ impl Listener {
         // ping, a stream window left at zero) is dropped after it.
         let mut closing: Option<Instant> = None;
         loop {
-            let give_up = closing.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            // Only awaited while closing (the branch below is off otherwise).
+            let give_up = closing.unwrap_or_else(Instant::now);
             tokio::select! {
                 ended = connection.as_mut() => {
                     if let Err(error) = ended {

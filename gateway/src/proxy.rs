@@ -200,7 +200,8 @@ impl Target<'_> {
 }
 
 /// Makes the request what the upstream gets: rewritten path (unless a plugin
-/// set one), no hop-by-hop headers (a plugin may have added some), Host rule.
+/// set one), Host rule. Hop-by-hop headers are gone already: the client's
+/// before routing, any a plugin added after its hooks.
 fn prepare_upstream_request(
     parts: &mut http::request::Parts,
     matched: &Matched,
@@ -232,7 +233,6 @@ fn prepare_upstream_request(
         }
     };
     parts.version = Version::HTTP_11;
-    headers::remove_hop_by_hop(&mut parts.headers);
     if upstream.preserve_host && !host.is_empty() {
         let value = HeaderValue::from_str(host)
             .map_err(|_| ProxyError::BadRequest("the Host is not a valid header value".into()))?;

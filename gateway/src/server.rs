@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, ConfigError, ServerConfig};
 use crate::connection;
@@ -187,16 +187,10 @@ pub async fn serve(
     tokio::pin!(shutdown);
 
     loop {
-        let accepting = async {
-            let slot = slots.clone().acquire_owned().await;
-            (slot, accept(&listener).await)
-        };
-        let (slot, (stream, client)) = tokio::select! {
-            accepted = accepting => accepted,
+        let (slot, stream, client) = tokio::select! {
+            accepted = accept(&listener, &slots) => accepted,
             () = &mut shutdown => break,
         };
-        // The semaphore is never closed, so a slot is always granted.
-        let Ok(slot) = slot else { continue };
         let _ = stream.set_nodelay(true);
         let drain = connections.drain.guard();
         tokio::spawn(connections.clone().serve(stream, client, slot, drain));
@@ -216,12 +210,22 @@ pub async fn serve(
     }
 }
 
-/// The next connection; on an error (out of file descriptors, say) it backs
-/// off briefly rather than spinning, and keeps accepting.
-pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+/// The next connection and its place under `slots`: a place is waited for
+/// first (new clients queue in the kernel's backlog meanwhile). An accept
+/// error (out of file descriptors, say) backs off briefly rather than
+/// spinning, and accepting goes on.
+pub async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> (OwnedSemaphorePermit, TcpStream, SocketAddr) {
+    let slot = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("connection limits are never closed");
     loop {
         match listener.accept().await {
-            Ok(accepted) => return accepted,
+            Ok((stream, client)) => return (slot, stream, client),
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -45,6 +45,7 @@ use super::services::Granted;
 use crate::body::{self, Body, BufferError};
 use crate::config::{PluginLimits, PluginLimitsOverride};
 use crate::error::ProxyError;
+use crate::upstream::headers::remove_hop_by_hop;
 
 /// Idle instances kept per chain entry; more are created under load and
 /// dropped when they come back to a full pool.
@@ -325,6 +326,9 @@ impl Chain {
                     // The old length no longer holds; hyper sets the new one.
                     parts.headers.remove(CONTENT_LENGTH);
                 }
+                // The client's were removed before the hooks; these are any
+                // a plugin added, which are not the upstream's either.
+                remove_hop_by_hop(&mut parts.headers);
                 Ok(RequestFlow::Forward {
                     request: Request::from_parts(parts, reassemble(exchange.body, streaming)),
                     path_set: exchange.path_set,
