@@ -120,10 +120,13 @@ async fn only_trusted_proxies_pass_on_what_earlier_proxies_said() {
             .body(Full::new(Bytes::new()))
             .expect("request")
     };
-    let untrusted = Gateway::start(&format!(
-        "server: {{ trusted_proxies: [10.0.0.0/8] }}\nupstreams:\n{}routes:\n  - {{ name: all, upstream: svc }}\n",
-        upstream("svc", &[&svc], "")
-    ));
+    let trusting = |blocks: &str| {
+        Gateway::start(&format!(
+            "server: {{ trusted_proxies: [{blocks}] }}\nupstreams:\n{}routes:\n  - {{ name: all, upstream: svc }}\n",
+            upstream("svc", &[&svc], "")
+        ))
+    };
+    let untrusted = trusting("10.0.0.0/8");
     let reply = send(forged(&untrusted)).await;
     assert_eq!(
         reply.upstream_header("x-forwarded-for").as_deref(),
@@ -136,10 +139,7 @@ async fn only_trusted_proxies_pass_on_what_earlier_proxies_said() {
     assert_eq!(reply.upstream_header("x-real-ip"), None);
     assert_eq!(reply.upstream_header("forwarded"), None);
 
-    let trusted = Gateway::start(&format!(
-        "server: {{ trusted_proxies: [127.0.0.0/8, \"::1\"] }}\nupstreams:\n{}routes:\n  - {{ name: all, upstream: svc }}\n",
-        upstream("svc", &[&svc], "")
-    ));
+    let trusted = trusting("127.0.0.0/8, \"::1\"");
     let reply = send(forged(&trusted)).await;
     assert_eq!(
         reply.upstream_header("x-forwarded-for").as_deref(),
