@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(if smoke { "warn" } else { "info" })
         .init();
-    let shipped = ["transform", "cors"];
+    let shipped = ["transform", "cors", "auth"];
     let built = build_plugins::build(&shipped).map_err(anyhow::Error::msg)?;
     let dist = build_plugins::workspace_root().join("plugins/dist");
     build_plugins::install(&built, &dist, &shipped).map_err(anyhow::Error::msg)?;
@@ -53,7 +53,14 @@ async fn main() -> anyhow::Result<()> {
     if smoke {
         text = text.replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0");
     }
-    let config = gateway::config::from_text(&text, Path::new(CONFIG), &|v| std::env::var(v).ok())?;
+    // A fresh secret for key set "demo" at each start, and tokens signed with it.
+    let secret = fresh_secret()?;
+    let env = |name: &str| match name {
+        "DEMO_JWT_SECRET" => Some(secret.clone()),
+        _ => std::env::var(name).ok(),
+    };
+    let config = gateway::config::from_text(&text, Path::new(CONFIG), &env)?;
+    let alice = demo_token(&secret, "alice")?;
     let gw = gateway::Gateway::start(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -64,21 +71,35 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move {
             gateway::serve(listener, gw, &config.server, std::future::pending()).await;
         });
-        smoke_test(addr).await?;
-        println!("demo smoke test ok: 8 requests checked, plugins included");
+        smoke_test(addr, &alice, &demo_token(&secret, "bob")?).await?;
+        println!("demo smoke test ok: 13 requests checked, plugins included");
         return Ok(());
     }
-    println!("gateway listening on http://{addr}; try:");
-    println!("  curl -si http://{addr}/api/users        # x-served-by: gateway (transform plugin)");
+    println!("gateway listening on http://{addr}");
+    println!("The API routes need a token (valid for an hour, signed for this run) or an API key:");
+    println!("  TOKEN={alice}");
+    println!("try:");
     println!(
-        "  curl -si -H 'origin: {APP}' http://{addr}/api/users   # access-control-allow-origin (cors plugin)"
+        "  curl -si -H \"authorization: Bearer $TOKEN\" http://{addr}/api/users   # x-served-by: gateway (transform plugin)"
+    );
+    println!(
+        "  curl -si http://{addr}/api/users          # 401 and WWW-Authenticate: no token (auth plugin)"
+    );
+    println!(
+        "  curl -s -H \"authorization: Bearer $TOKEN\" -H 'x-user-id: mallory' http://{addr}/api/orders   # the upstream sees x-user-id: alice"
+    );
+    println!(
+        "  curl -s -H 'x-api-key: demo-api-key' http://{addr}/api/users/7   # the batch job's API key"
+    );
+    println!(
+        "  curl -si -H \"authorization: Bearer $TOKEN\" -H 'origin: {APP}' http://{addr}/api/users   # access-control-allow-origin (cors plugin)"
     );
     println!(
         "  curl -si -X OPTIONS -H 'origin: {APP}' -H 'access-control-request-method: POST' http://{addr}/api/payments   # 204 preflight"
     );
-    println!("  curl -s http://{addr}/api/users/7");
-    println!("  curl -s -H 'x-user-id: alice' http://{addr}/api/orders");
-    println!("  curl -s -X POST -d '{{\"amount\": 10}}' http://{addr}/api/payments");
+    println!(
+        "  curl -s -H \"authorization: Bearer $TOKEN\" -X POST -d '{{\"amount\": 10}}' http://{addr}/api/payments"
+    );
     println!("  curl -s http://{addr}/nowhere        # the gateway's JSON 404");
     println!("Ctrl-C stops it (in-flight requests finish first).");
     gateway::serve(listener, gw, &config.server, async {
@@ -88,23 +109,67 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// 32 random bytes from the OS, as hex: the demo key set's secret.
+fn fresh_secret() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the demo's secret")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A token for `subject` from the demo's "identity provider", valid for an hour.
+fn demo_token(secret: &str, subject: &str) -> anyhow::Result<String> {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 3600;
+    let claims = serde_json::json!({ "sub": subject, "iss": "demo-idp", "exp": exp });
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())?;
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &key,
+    )?)
+}
+
 /// Requests the README suggests, with what each must answer.
-async fn smoke_test(addr: SocketAddr) -> anyhow::Result<()> {
-    let (status, body, _) = call(addr, "GET", "/api/users", &[], "").await?;
+async fn smoke_test(addr: SocketAddr, alice: &str, bob: &str) -> anyhow::Result<()> {
+    let as_alice = format!("Bearer {alice}");
+    let auth = [("authorization", as_alice.as_str())];
+    let (status, body, _) = call(addr, "GET", "/api/users", &auth, "").await?;
     ensure!(
         status == 200 && body["service"] == "users",
         "GET /api/users: {status} {body}"
     );
 
-    let (status, body, _) = call(addr, "GET", "/api/users/7", &[], "").await?;
+    let (status, body, headers) = call(addr, "GET", "/api/users", &[], "").await?;
+    ensure!(
+        status == 401
+            && body["error"]["code"] == "missing_credentials"
+            && headers
+                .get("www-authenticate")
+                .is_some_and(|v| v == "Bearer realm=\"demo\""),
+        "GET /api/users without a token: {status} {body} {headers:?}"
+    );
+
+    let (status, body, _) = call(
+        addr,
+        "GET",
+        "/api/users/7",
+        &[("x-api-key", "demo-api-key")],
+        "",
+    )
+    .await?;
     ensure!(
         status == 200 && body["data"]["id"] == "7",
-        "GET /api/users/7: {status} {body}"
+        "GET /api/users/7 with the API key: {status} {body}"
     );
 
     let mut instances = Vec::new();
     for _ in 0..3 {
-        let (_, body, _) = call(addr, "GET", "/api/users", &[], "").await?;
+        let (_, body, _) = call(addr, "GET", "/api/users", &auth, "").await?;
         instances.push(body["instance"].as_str().unwrap_or_default().to_string());
     }
     instances.sort();
@@ -113,14 +178,29 @@ async fn smoke_test(addr: SocketAddr) -> anyhow::Result<()> {
         "weights 2:1 over three requests: {instances:?}"
     );
 
-    let (_, first, _) = call(addr, "GET", "/api/orders", &[("x-user-id", "alice")], "").await?;
-    let (_, second, _) = call(addr, "GET", "/api/orders", &[("x-user-id", "alice")], "").await?;
+    // The orders pool hashes on x-user-id, which only the token can set.
+    let forged = [
+        ("authorization", as_alice.as_str()),
+        ("x-user-id", "mallory"),
+    ];
+    let (_, first, _) = call(addr, "GET", "/api/orders", &forged, "").await?;
+    let (_, second, _) = call(addr, "GET", "/api/orders", &auth, "").await?;
     ensure!(
-        first["instance"] == second["instance"],
-        "alice sticks to one orders instance"
+        first["instance"] == second["instance"] && first["data"]["user"] == "alice",
+        "alice sticks to one orders instance, whatever x-user-id she sends: {first} {second}"
     );
+    let as_bob = format!("Bearer {bob}");
+    let (_, other, _) = call(
+        addr,
+        "GET",
+        "/api/orders",
+        &[("authorization", &as_bob)],
+        "",
+    )
+    .await?;
+    ensure!(other["data"]["user"] == "bob", "bob is bob: {other}");
 
-    let (status, body, _) = call(addr, "POST", "/api/payments", &[], "{\"amount\": 10}").await?;
+    let (status, body, _) = call(addr, "POST", "/api/payments", &auth, "{\"amount\": 10}").await?;
     ensure!(
         status == 202 && body["data"]["payment"]["amount"] == 10,
         "POST /api/payments: {status} {body}"
@@ -131,7 +211,8 @@ async fn smoke_test(addr: SocketAddr) -> anyhow::Result<()> {
         bail!("GET /nowhere: {status} {body}");
     }
 
-    let (status, _, headers) = call(addr, "GET", "/api/users", &[("origin", APP)], "").await?;
+    let from_app = [("origin", APP), ("authorization", as_alice.as_str())];
+    let (status, _, headers) = call(addr, "GET", "/api/users", &from_app, "").await?;
     ensure!(
         status == 200
             && headers

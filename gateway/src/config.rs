@@ -1,6 +1,7 @@
 //! Loading and checking the YAML configuration; every problem names file, line and field.
 
 mod duration;
+pub mod key_sets;
 mod model;
 mod size;
 mod yaml;
@@ -173,6 +174,9 @@ fn check(config: &Config) -> Vec<(String, String)> {
     for (name, upstream) in &config.upstreams {
         check_upstream(&format!("upstreams.{name}"), upstream, &mut problem);
     }
+    for (name, set) in &config.key_sets {
+        check_key_set(&format!("key_sets.{name}"), set, config, &mut problem);
+    }
     if let Some(plugins) = &config.plugins {
         if !(1..=MAX_PLUGIN_INSTANCES).contains(&plugins.max_instances) {
             problem(
@@ -246,6 +250,20 @@ fn check_server(server: &ServerConfig, problem: &mut Report) {
         server.http2.max_concurrent_streams as usize,
         problem,
     );
+}
+
+fn check_key_set(at: &str, set: &key_sets::KeySetConfig, config: &Config, problem: &mut Report) {
+    for (field, message) in set.problems() {
+        problem(join_field(at, &field), message);
+    }
+    if let Some(fetch) = &set.jwks_upstream
+        && !config.upstreams.contains_key(&fetch.upstream)
+    {
+        problem(
+            format!("{at}.jwks_upstream.upstream"),
+            format!("no upstream named \"{}\"", fetch.upstream),
+        );
+    }
 }
 
 fn check_upstream(at: &str, up: &UpstreamConfig, problem: &mut Report) {

@@ -2,7 +2,8 @@
 //!
 //! `config` reads YAML into a checked `Config`; `snapshot` compiles it into a
 //! route table (`routing`) with plugin chains (`plugin`) and upstream pools
-//! (`upstream`, `balance`); `server` accepts connections and runs
+//! (`upstream`, `balance`), and the key sets plugins verify tokens with
+//! (`keys`); `server` accepts connections and runs
 //! `proxy::handle` on each request.
 
 pub mod admin;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod connection;
 pub mod edge;
 pub mod error;
+pub mod keys;
 pub mod observed;
 pub mod plugin;
 pub mod proxy;

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, PluginsConfig, RouteConfig, join_field};
 use crate::error::ProxyError;
+use crate::keys::KeySet;
 use crate::plugin::chain::ChainEntry;
 use crate::plugin::runtime::LoadedPlugin;
-use crate::plugin::services::{self, Granted};
+use crate::plugin::services::{self, Granted, Resources};
 use crate::plugin::{Chain, PluginError, PluginRuntime};
 use crate::routing::{Route, Router};
 use crate::upstream::{Upstream, spawn_health_checks};
@@ -18,6 +19,8 @@ use crate::upstream::{Upstream, spawn_health_checks};
 pub struct Snapshot {
     pub router: Router,
     upstreams: Vec<Arc<Upstream>>,
+    /// `key_sets:`, by name.
+    pub key_sets: BTreeMap<String, Arc<KeySet>>,
     /// The plugins the routes use, by name.
     pub plugins: BTreeMap<String, PluginInUse>,
     /// What built but deserves attention (a plugin file removed, say).
@@ -60,8 +63,11 @@ impl Snapshot {
             })
             .collect();
         let mut built = Built::default();
+        let resources = Resources {
+            key_sets: key_sets(config, &upstreams, previous, &mut built),
+        };
         if let Some(settings) = &config.plugins {
-            configure_grants(settings, &mut built);
+            configure_grants(settings, &resources, &mut built);
         }
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
@@ -92,16 +98,20 @@ impl Snapshot {
         Ok(Self {
             router: Router::new(routes),
             upstreams,
+            key_sets: resources.key_sets,
             plugins: built.plugins,
             warnings: built.warnings,
         })
     }
 
-    /// Starts background work (active health checks) for upstreams that do
-    /// not have it yet; needs a Tokio runtime.
+    /// Starts background work (active health checks, key fetches and file
+    /// watches) where it has not started yet; needs a Tokio runtime.
     pub fn start(&self) {
         for upstream in &self.upstreams {
             spawn_health_checks(upstream);
+        }
+        for set in self.key_sets.values() {
+            set.start();
         }
     }
 
@@ -253,11 +263,44 @@ async fn load(
     Some(in_use)
 }
 
+/// The key sets of `config`: a fetched set with an unchanged config is
+/// carried over from `previous` with its keys; others are read anew.
+fn key_sets(
+    config: &Config,
+    upstreams: &[Arc<Upstream>],
+    previous: Option<&Snapshot>,
+    built: &mut Built,
+) -> BTreeMap<String, Arc<KeySet>> {
+    let base_dir = config.origin.base_dir();
+    let mut sets = BTreeMap::new();
+    for (name, set) in &config.key_sets {
+        let kept = previous
+            .and_then(|p| p.key_sets.get(name))
+            .filter(|kept| kept.can_keep(set, &base_dir));
+        let result = match kept {
+            Some(kept) => kept.use_upstreams(upstreams).map(|()| kept.clone()),
+            None => KeySet::new(name, set, base_dir.clone(), upstreams).map(Arc::new),
+        };
+        match result {
+            Ok(built_set) => {
+                sets.insert(name.clone(), built_set);
+            }
+            Err(message) => {
+                let field = set.sources().first().map_or("", |s| s.field());
+                built
+                    .problems
+                    .push((join_field(&format!("key_sets.{name}"), field), message));
+            }
+        }
+    }
+    sets
+}
+
 /// Builds every plugin's grants from `plugins.grants`, used by a route or
 /// not, so a bad grant is an error wherever it is.
-fn configure_grants(settings: &PluginsConfig, built: &mut Built) {
+fn configure_grants(settings: &PluginsConfig, resources: &Resources, built: &mut Built) {
     for (name, grants) in &settings.grants {
-        let granted = match services::configure(grants) {
+        let granted = match services::configure(grants, resources) {
             Ok(granted) => Some(Arc::new(granted)),
             Err(problems) => {
                 let base = format!("plugins.grants.{name}");

@@ -40,8 +40,8 @@
 //! call into it, so a plugin pays only for what it touches. Keep the logic in
 //! plain functions over these types and it can be unit-tested with
 //! `cargo test` on the host, on values built with [`Request::new`],
-//! [`Response::new`] and [`Response::with_request`]: only [`log`] and
-//! [`env`] need the real gateway.
+//! [`Response::new`] and [`Response::with_request`]: only [`log`],
+//! [`env`] and [`keys`] need the real gateway.
 
 #![deny(missing_docs)]
 
@@ -171,6 +171,26 @@ pub mod env {
     /// it and it is set.
     pub fn get(name: &str) -> Option<String> {
         crate::bindings::gateway::plugin::env::get(name)
+    }
+}
+
+/// Signature checks against the operator's key sets (`key_sets:` in the
+/// gateway's config): a host service a plugin must be granted
+/// (`plugins.grants.<plugin>.keys: [SET, ...]`). The keys stay in the
+/// gateway, which fetches, refreshes and caches them; the plugin gets the
+/// verified header and claims and decides what they must say.
+///
+/// Only works inside the gateway: off-wasm (in `cargo test`) this panics, so
+/// keep the policy in functions that take the verification result.
+/// A plugin that never calls it does not import it and needs no grant.
+pub mod keys {
+    pub use crate::bindings::gateway::plugin::keys::{VerifiedToken, VerifyError};
+
+    /// Checks the signature of `token` (a compact JWT) with key set `key_set`.
+    /// `Ok` holds the header and claims as JSON text; `exp`, `nbf`, `iss`
+    /// and `aud` are not checked yet.
+    pub fn verify_jwt(key_set: &str, token: &str) -> Result<VerifiedToken, VerifyError> {
+        crate::bindings::gateway::plugin::keys::verify_jwt(key_set, token)
     }
 }
 

@@ -5,6 +5,7 @@
 mod support;
 
 mod attacks;
+mod auth;
 mod bad_input;
 mod balancing;
 mod cors;

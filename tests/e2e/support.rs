@@ -4,6 +4,7 @@ pub mod backend;
 pub mod client;
 pub mod gateway;
 pub mod plugins;
+pub mod tokens;
 
 pub use backend::Backend;
 pub use client::{get, raw, send};

@@ -32,6 +32,9 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Keys that signed tokens are verified with, by set name.
+    #[serde(default)]
+    pub key_sets: BTreeMap<String, super::key_sets::KeySetConfig>,
     /// Where this config came from, for errors found after parsing.
     #[serde(skip)]
     pub origin: Origin,

@@ -13,6 +13,7 @@
 //! and any other import (WASI sockets or HTTP, say) is refused outright.
 
 pub mod env;
+pub mod keys;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use wasmtime::component::Linker;
 pub use super::host::Granted;
 use super::host::HostState;
 use crate::config::join_field;
+use crate::keys::KeySet;
 
 /// A service a plugin must be granted.
 pub trait HostService: 'static {
@@ -41,11 +43,21 @@ pub trait HostService: 'static {
     /// Adds the service's host functions to the linker.
     fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()>;
     /// Checks a grant and builds what the host functions use.
-    fn configure(grant: Self::Grant) -> Result<Self::Shared, String>;
+    fn configure(grant: Self::Grant, resources: &Resources) -> Result<Self::Shared, String>;
+}
+
+/// What a snapshot offers that grants may name.
+#[derive(Debug, Default)]
+pub struct Resources {
+    /// `key_sets:`, by name.
+    pub key_sets: BTreeMap<String, Arc<KeySet>>,
 }
 
 /// Every host service the gateway offers.
-pub static ALL: &[&dyn Service] = &[&Registered::<env::Env>(PhantomData)];
+pub static ALL: &[&dyn Service] = &[
+    &Registered::<env::Env>(PhantomData),
+    &Registered::<keys::Keys>(PhantomData),
+];
 
 /// A `HostService` with its types erased, so that `ALL` can list them.
 pub trait Service: Sync {
@@ -56,6 +68,7 @@ pub trait Service: Sync {
     fn configure(
         &self,
         grant: &serde_json::Value,
+        resources: &Resources,
     ) -> Result<Arc<dyn Any + Send + Sync>, (String, String)>;
 }
 
@@ -74,13 +87,14 @@ impl<S: HostService> Service for Registered<S> {
     fn configure(
         &self,
         grant: &serde_json::Value,
+        resources: &Resources,
     ) -> Result<Arc<dyn Any + Send + Sync>, (String, String)> {
         let grant: S::Grant = serde_path_to_error::deserialize(grant).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
             (path, e.inner().to_string())
         })?;
-        let shared = S::configure(grant).map_err(|message| (String::new(), message))?;
+        let shared = S::configure(grant, resources).map_err(|message| (String::new(), message))?;
         Ok(Arc::new(shared))
     }
 }
@@ -166,6 +180,7 @@ pub fn interface_of(key: &str) -> Option<&'static str> {
 /// back as (path below the plugin's key, message).
 pub fn configure(
     grants: &BTreeMap<String, serde_json::Value>,
+    resources: &Resources,
 ) -> Result<Granted, Vec<(String, String)>> {
     let mut granted = Vec::new();
     let mut problems = Vec::new();
@@ -181,7 +196,7 @@ pub fn configure(
             ));
             continue;
         };
-        match service.configure(grant) {
+        match service.configure(grant, resources) {
             Ok(shared) => granted.push((service.grant_key(), shared)),
             Err((path, message)) => problems.push((join_field(key, &path), message)),
         }
@@ -203,6 +218,10 @@ mod tests {
         assert_eq!(classify("wasi:cli/environment@0.2.6"), Import::Basic);
         assert_eq!(classify("wasi:filesystem/preopens@0.2.6"), Import::Basic);
         assert_eq!(classify("gateway:plugin/env@0.3.0"), Import::Service("env"));
+        assert_eq!(
+            classify("gateway:plugin/keys@0.3.0"),
+            Import::Service("keys")
+        );
         assert_eq!(classify("wasi:sockets/tcp@0.2.6"), Import::Never);
         assert_eq!(classify("wasi:http/outgoing-handler@0.2.6"), Import::Never);
         assert_eq!(
@@ -218,17 +237,18 @@ mod tests {
         let grants = |json: serde_json::Value| -> BTreeMap<String, serde_json::Value> {
             serde_json::from_value(json).unwrap_or_default()
         };
-        let ok = configure(&grants(serde_json::json!({ "env": ["HOME"] })));
+        let none = Resources::default();
+        let ok = configure(&grants(serde_json::json!({ "env": ["HOME"] })), &none);
         assert!(ok.is_ok_and(|g| g.has("env") && shared::<env::Env>(&g).is_some()));
-        let unknown = configure(&grants(serde_json::json!({ "state": {} })));
+        let unknown = configure(&grants(serde_json::json!({ "state": {} })), &none);
         let problems = unknown.err().unwrap_or_default();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].0, "state");
         assert!(
-            problems[0].1.contains("the gateway grants: env"),
+            problems[0].1.contains("the gateway grants: env, keys"),
             "{problems:?}"
         );
-        let bad = configure(&grants(serde_json::json!({ "env": ["OK", 7] })));
+        let bad = configure(&grants(serde_json::json!({ "env": ["OK", 7] })), &none);
         let problems = bad.err().unwrap_or_default();
         assert_eq!(problems[0].0, "env[1]", "{problems:?}");
     }

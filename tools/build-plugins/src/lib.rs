@@ -13,6 +13,7 @@ use std::sync::Mutex;
 pub const ALL: &[&str] = &[
     "transform",
     "cors",
+    "auth",
     "probe",
     "next-major",
     "stamp-v1",

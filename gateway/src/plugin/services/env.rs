@@ -5,7 +5,7 @@
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{HostService, NotGranted};
+use super::{HostService, NotGranted, Resources};
 use crate::plugin::bindings::gateway::plugin::env;
 use crate::plugin::host::HostState;
 
@@ -24,7 +24,7 @@ impl HostService for Env {
         env::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
     }
 
-    fn configure(names: Vec<String>) -> Result<Variables, String> {
+    fn configure(names: Vec<String>, _: &Resources) -> Result<Variables, String> {
         if let Some(bad) = names
             .iter()
             .find(|n| n.is_empty() || n.contains(['=', '\0']))
