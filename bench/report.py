@@ -19,6 +19,12 @@ ROWS = [
     ("gateway-transform", "gateway + transform plugin"),
     ("gateway-3-plugins", "gateway + transform + 2 no-op plugins"),
     ("haproxy-rules", "HAProxy doing the transform's work natively"),
+] + [
+    (f"gateway-jwt-{alg}{variant}", f"gateway + {alg.upper()} JWT, {label}")
+    for alg in ("hs256", "rs256", "es256")
+    for variant, label in (("", "checked in the host, verified-token cache"),
+                           ("-nocache", "checked in the host, no cache"),
+                           ("-in-plugin", "checked inside the plugin (wasm)"))
 ]
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
@@ -83,7 +89,31 @@ def targets(results):
     if plain and chain:
         lines.append(f"- three-plugin chain vs no-plugin gateway: {chain['rps'] / plain['rps']:.2f}x "
                      f"(target >= 0.8)")
+    jwt = jwt_table(results)
+    if jwt:
+        lines.append(jwt)
     return "\n".join(lines)
+
+
+def jwt_table(results):
+    """CPU per request of each way of checking a JWT, as a ratio to the no-plugin request.
+
+    The proxy saturates its one pinned CPU, so CPU per request is 1/(requests/s).
+    """
+    plain = results.get("gateway")
+    if not plain:
+        return ""
+    base = 1e6 / plain["rps"]
+    lines = ["", f"JWT checks, CPU per request (no-plugin request: {base:.2f} us = 1.00):", "",
+             "| algorithm | host, cache | host, no cache | in plugin (wasm) |", "|---|---:|---:|---:|"]
+    for alg in ("hs256", "rs256", "es256"):
+        cells = []
+        for variant in ("", "-nocache", "-in-plugin"):
+            r = results.get(f"gateway-jwt-{alg}{variant}")
+            cells.append(f"{1e6 / r['rps']:.1f} us ({plain['rps'] / r['rps']:.2f}x)" if r else "–")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {alg.upper()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 5 else ""
 
 
 def main():

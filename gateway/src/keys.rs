@@ -65,13 +65,16 @@ struct Current {
 
 impl KeySet {
     /// Builds set `name`, reading its secret or files now (a file that
-    /// cannot be read is an error). A fetched set starts empty; `start`
-    /// fetches it. `upstreams` resolves `jwks_upstream`.
+    /// cannot be read is an error). A fetched set starts with the keys
+    /// `previous` fetched from the same place (a reload changing, say, its
+    /// `refresh`), else empty; `start` fetches it. `upstreams` resolves
+    /// `jwks_upstream`.
     pub fn new(
         name: &str,
         config: &KeySetConfig,
         base_dir: PathBuf,
         upstreams: &[Arc<Upstream>],
+        previous: Option<&KeySet>,
     ) -> Result<Self, String> {
         let source = config
             .sources()
@@ -82,7 +85,13 @@ impl KeySet {
             SourceKind::Secret | SourceKind::PemFiles | SourceKind::JwksFile => {
                 read_files(config, &base_dir)?
             }
-            SourceKind::JwksUrl | SourceKind::JwksUpstream => Vec::new(),
+            SourceKind::JwksUrl | SourceKind::JwksUpstream => previous
+                .filter(|p| {
+                    p.config.jwks_url == config.jwks_url
+                        && p.config.jwks_upstream == config.jwks_upstream
+                })
+                .map(|p| p.current.load().keys.clone())
+                .unwrap_or_default(),
         };
         Ok(Self {
             name: name.into(),

@@ -274,12 +274,17 @@ fn key_sets(
     let base_dir = config.origin.base_dir();
     let mut sets = BTreeMap::new();
     for (name, set) in &config.key_sets {
-        let kept = previous
-            .and_then(|p| p.key_sets.get(name))
-            .filter(|kept| kept.can_keep(set, &base_dir));
-        let result = match kept {
+        let previous = previous.and_then(|p| p.key_sets.get(name));
+        let result = match previous.filter(|kept| kept.can_keep(set, &base_dir)) {
             Some(kept) => kept.use_upstreams(upstreams).map(|()| kept.clone()),
-            None => KeySet::new(name, set, base_dir.clone(), upstreams).map(Arc::new),
+            None => KeySet::new(
+                name,
+                set,
+                base_dir.clone(),
+                upstreams,
+                previous.map(|p| &**p),
+            )
+            .map(Arc::new),
         };
         match result {
             Ok(built_set) => {
@@ -291,6 +296,11 @@ fn key_sets(
                     .problems
                     .push((join_field(&format!("key_sets.{name}"), field), message));
             }
+        }
+        if let Some(source) = set.insecure_source() {
+            built.warnings.push(format!(
+                "key_sets.{name}.{source}: keys are fetched over plain HTTP; anyone on that network path can serve keys of their own and sign any token. Use an https jwks_url where you can"
+            ));
         }
     }
     sets

@@ -311,10 +311,12 @@ async fn api_keys_claim_rules_and_spoofed_identity() {
             ("x-api-key", "k-billing"),
             ("x-consumer", "root"),
             ("x-user-id", "root"),
+            ("x_user_id", "root"),
         ],
     ))
     .await;
     assert_eq!(ok.status, 200);
+    assert_eq!(ok.upstream_header("x_user_id"), None, "in any spelling");
     assert_eq!(
         ok.upstream_header("x-consumer").as_deref(),
         Some("billing-batch")
@@ -456,6 +458,20 @@ async fn a_fetched_jwks_picks_up_new_keys_survives_its_server_going_down_and_is_
         "{fetched} fetches in {seconds:.1}s with min_refresh_interval 1s"
     );
 
+    // An empty answer is a broken one, not a rotation to no keys at all.
+    idp.publish(jwks(vec![]));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let nudge = sign_with(&signing_key("rsa"), Algorithm::RS256, Some("k8"), &exp);
+    let _ = send(request(&url, &[("authorization", &bearer(&nudge))])).await;
+    gw.log_with(&["JWKS fetch failed", "no signing key"]).await;
+    assert_eq!(
+        send(request(&url, &[("authorization", &bearer(&old))]))
+            .await
+            .status,
+        200
+    );
+    let fetched = idp.fetches() - before;
+
     // The issuer goes down: the keys already fetched keep serving.
     idp.set_up(false);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -514,6 +530,78 @@ async fn a_jwks_url_over_https_is_trusted_by_its_ca_file_only() {
     ))
     .await;
     assert_eq!(reply.status, 401);
+}
+
+#[tokio::test]
+async fn tokens_come_from_cookies_or_the_query_and_the_identity_reaches_later_plugins() {
+    let svc = Backend::start("svc").await;
+    let plugins = PluginDir::with(&["auth", "probe"]);
+    let gw = Gateway::start(&format!(
+        "key_sets:
+  hs: {{ algorithms: [HS256], secret: \"{SECRET}\" }}
+{plugins}upstreams:
+{svc}routes:
+  - name: api
+    match: {{ path_prefix: / }}
+    upstream: svc
+    plugins:
+      - name: auth
+        config:
+          jwt:
+            key_sets: [hs]
+            from: [{{ cookie: session }}, {{ query: access_token }}]
+            claims_to_context: [scope]
+      - {{ name: probe, config: {{ recall: consumer }} }}
+      - {{ name: probe, config: {{ recall: claims.scope }} }}
+      - {{ name: probe, config: {{ recall: auth }} }}
+",
+        plugins = plugins.section("  grants: { auth: { keys: [hs] } }\n"),
+        svc = upstream("svc", &[&svc], ""),
+    ));
+    let token = sign(
+        Algorithm::HS256,
+        &json!({ "sub": "ann", "exp": now() + 600, "scope": "a b" }),
+    );
+
+    let by_cookie = send(request(
+        &gw.url("/x"),
+        &[("cookie", &format!("theme=dark; session={token}"))],
+    ))
+    .await;
+    assert_eq!(by_cookie.status, 200);
+    assert_eq!(
+        by_cookie.upstream_header("x-recalled-consumer").as_deref(),
+        Some("ann")
+    );
+    assert_eq!(
+        by_cookie
+            .upstream_header("x-recalled-claims.scope")
+            .as_deref(),
+        Some("a b")
+    );
+    assert_eq!(
+        by_cookie.upstream_header("x-recalled-auth").as_deref(),
+        Some("jwt")
+    );
+
+    let by_query = send(request(
+        &gw.url(&format!("/x?page=2&access_token={token}")),
+        &[],
+    ))
+    .await;
+    assert_eq!(by_query.status, 200);
+    assert_eq!(
+        by_query.json()["uri"],
+        "/x?page=2",
+        "the token is not forwarded"
+    );
+
+    let bearer_only = send(request(
+        &gw.url("/x"),
+        &[("authorization", &bearer(&token))],
+    ))
+    .await;
+    assert_eq!(bearer_only.status, 401, "only the configured sources count");
 }
 
 #[tokio::test]
@@ -638,11 +726,25 @@ async fn key_sets_are_granted_and_checked_at_load() {
         "{text}"
     );
 
+    let cleartext =
+        "key_sets:\n  hs:\n    algorithms: [RS256]\n    jwks_url: http://127.0.0.1:9/jwks.json\n";
+    let (ok, text) = plugins.validate(&format!(
+        "{cleartext}{}{route}",
+        plugins.section("  grants: { auth: { keys: [hs] } }\n")
+    ));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("key_sets.hs.jwks_url: keys are fetched over plain HTTP"),
+        "{text}"
+    );
+
     let short = "key_sets:\n  hs:\n    algorithms: [HS256]\n    secret: short\n";
     let (ok, text) = plugins.validate(&format!("{short}{}{route}", plugins.section("")));
     assert!(!ok);
     assert!(
-        text.contains("key_sets.hs.secret: an HMAC secret must be at least 32 bytes"),
+        text.contains(
+            "key_sets.hs.secret: an HMAC secret for these algorithms must be at least 32 bytes"
+        ),
         "{text}"
     );
 

@@ -104,6 +104,17 @@ impl KeySetConfig {
         kinds
     }
 
+    /// The field of a source fetched without TLS, if this set has one.
+    pub fn insecure_source(&self) -> Option<&'static str> {
+        if self.jwks_url.as_ref().is_some_and(|u| !u.is_https()) {
+            Some("jwks_url")
+        } else if self.jwks_upstream.is_some() {
+            Some("jwks_upstream")
+        } else {
+            None
+        }
+    }
+
     /// The rules no single field can check: one source, algorithms that
     /// fit it. Problems come back as (field below the set, message).
     pub fn problems(&self) -> Vec<(String, String)> {
@@ -155,14 +166,24 @@ impl KeySetConfig {
                 }
             }
         }
+        // RFC 7518 3.2: an HMAC key at least as long as the hash.
+        let needed = self
+            .algorithms
+            .iter()
+            .map(|a| match a.0 {
+                Algorithm::HS384 => 48,
+                Algorithm::HS512 => 64,
+                _ => 32,
+            })
+            .max()
+            .unwrap_or(32);
         if let Some(secret) = &self.secret
-            && secret.0.len() < MIN_SECRET_BYTES
+            && secret.0.len() < needed
         {
-            // RFC 7518 3.2: an HMAC key at least as long as the hash.
             problems.push((
                 "secret".into(),
                 format!(
-                    "an HMAC secret must be at least {MIN_SECRET_BYTES} bytes; this one has {}",
+                    "an HMAC secret for these algorithms must be at least {needed} bytes; this one has {}",
                     secret.0.len()
                 ),
             ));
@@ -174,18 +195,22 @@ impl KeySetConfig {
             ));
         }
         if let Some(upstream) = &self.jwks_upstream
-            && !upstream.path.starts_with('/')
+            && (!upstream.path.starts_with('/')
+                || upstream.path.parse::<http::uri::PathAndQuery>().is_err())
         {
             problems.push(("jwks_upstream.path".into(), "must start with /".into()));
         }
-        for (field, duration) in [
-            ("refresh", self.refresh),
-            ("min_refresh_interval", self.min_refresh_interval),
-            ("fetch_timeout", self.fetch_timeout),
-            ("cache_ttl", self.cache_ttl),
+        // Floors, so that no setting makes the gateway hammer a provider.
+        for (field, duration, floor) in [
+            ("refresh", self.refresh, 1),
+            ("min_refresh_interval", self.min_refresh_interval, 1),
+            ("fetch_timeout", self.fetch_timeout, 0),
+            ("cache_ttl", self.cache_ttl, 1),
         ] {
             if duration.0.is_zero() {
                 problems.push((field.into(), "must be more than 0".into()));
+            } else if duration.0.as_secs() < floor {
+                problems.push((field.into(), format!("must be at least {floor}s")));
             }
         }
         if self.cache_tokens > MAX_CACHED_TOKENS {
@@ -198,7 +223,6 @@ impl KeySetConfig {
     }
 }
 
-const MIN_SECRET_BYTES: usize = 32;
 const MAX_CACHED_TOKENS: usize = 1_000_000;
 
 fn default_refresh() -> HumanDuration {
@@ -324,6 +348,12 @@ mod tests {
         assert_eq!(confused[0].0, "algorithms[1]");
         let short = set(serde_json::json!({"algorithms": ["HS256"], "secret": "short"})).problems();
         assert!(short[0].1.contains("at least 32 bytes"), "{short:?}");
+        let hs512 =
+            set(serde_json::json!({"algorithms": ["HS512"], "secret": "s".repeat(40)})).problems();
+        assert!(hs512[0].1.contains("at least 64 bytes"), "{hs512:?}");
+        let hammer = set(serde_json::json!({"algorithms": ["RS256"], "jwks_file": "a", "min_refresh_interval": "10ms"}))
+            .problems();
+        assert_eq!(hammer[0].0, "min_refresh_interval", "{hammer:?}");
     }
 
     #[test]

@@ -116,7 +116,8 @@ pub fn from_jwks(document: &[u8]) -> Result<Vec<Key>, String> {
                 jwk.common.key_id.as_deref().unwrap_or("without kid")
             ));
         }
-        let fingerprint = serde_json::to_vec(&jwk.algorithm)
+        // The key and its pin: a changed `alg` is a changed key.
+        let fingerprint = serde_json::to_vec(&(&jwk.algorithm, &jwk.common.key_algorithm))
             .map(|bytes| format!("{:x}", sha2_digest(&bytes)))
             .unwrap_or_default();
         keys.push(Key {
@@ -126,6 +127,13 @@ pub fn from_jwks(document: &[u8]) -> Result<Vec<Key>, String> {
             decoding,
             fingerprint,
         });
+    }
+    // An empty answer (a provider mid-deploy, say) must not replace good keys.
+    if keys.is_empty() {
+        return Err(format!(
+            "the JWKS holds no signing key the gateway can use ({} keys, none RSA, EC or Ed25519 for signing)",
+            set.keys.len()
+        ));
     }
     Ok(keys)
 }
@@ -178,5 +186,9 @@ mod tests {
         let secret = br#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#;
         assert!(from_jwks(secret).is_err_and(|e| e.contains("shared secret")));
         assert!(from_jwks(b"[1,2]").is_err());
+        assert!(
+            from_jwks(br#"{"keys":[]}"#).is_err_and(|e| e.contains("no signing key")),
+            "an empty set is a failure, not a rotation to nothing"
+        );
     }
 }

@@ -13,8 +13,8 @@ use super::load::Key;
 
 /// Longest token looked at; real ones are well under 4 KiB.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-/// Most keys tried for a token without `kid`.
-const MAX_TRIED: usize = 8;
+/// Most keys tried for one token (keys sharing its `kid`).
+const MAX_TRIED: usize = 4;
 
 /// A token whose signature one of the set's keys made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,39 +105,42 @@ fn printable(text: &str) -> String {
 /// Checks `token`'s signature with `keys`, allowing `allowed` algorithms.
 pub fn verify(token: &str, keys: &[Key], allowed: &[Algorithm]) -> Result<Verified, VerifyError> {
     let parts = split(token, allowed)?;
-    let candidates: Vec<&Key> = match &parts.kid {
+    let fitting: Vec<&Key> = match &parts.kid {
         Some(kid) => {
             let named: Vec<&Key> = keys
                 .iter()
                 .filter(|k| k.kid.as_deref() == Some(kid))
                 .collect();
-            if named.is_empty() && !keys.iter().any(|k| k.kid.is_none()) {
-                return Err(VerifyError::UnknownKey(printable(kid)));
-            }
-            // A secret or a key published without kid checks any kid.
-            if named.is_empty() {
+            // A secret, or a key published without kid, checks any kid.
+            let candidates = if named.is_empty() {
                 keys.iter().filter(|k| k.kid.is_none()).collect()
             } else {
                 named
+            };
+            if candidates.is_empty() {
+                return Err(VerifyError::UnknownKey(printable(kid)));
             }
+            candidates
+                .into_iter()
+                .filter(|k| k.fits(parts.alg))
+                .collect()
         }
-        None => keys.iter().collect(),
+        None => keys.iter().filter(|k| k.fits(parts.alg)).collect(),
     };
-    let fitting: Vec<&Key> = candidates
-        .into_iter()
-        .filter(|k| k.fits(parts.alg))
-        .take(MAX_TRIED)
-        .collect();
     if fitting.is_empty() {
         // An HS256 token naming an RSA key's kid, say: algorithm confusion.
         return Err(VerifyError::AlgorithmNotAllowed(format!(
             "{:?} with {} key",
             parts.alg,
-            match &parts.kid {
-                Some(_) => "this",
-                None => "any",
-            }
+            if parts.kid.is_some() { "this" } else { "any" }
         )));
+    }
+    // Each try is a public-key operation: a token that names no key gets
+    // one only when the set leaves no choice.
+    if fitting.len() > MAX_TRIED || (parts.kid.is_none() && fitting.len() > 1) {
+        return Err(VerifyError::Malformed(
+            "the token names no kid and the key set holds several keys".into(),
+        ));
     }
     let mut checked = false;
     for key in fitting {
@@ -181,37 +184,51 @@ fn decode_claims(payload: &str) -> Result<String, VerifyError> {
 
 /// Tokens already verified against one version of a set's keys, each kept
 /// until its `exp` (or the set's `cache_ttl`, whichever comes first).
+///
+/// Bounded by count and by bytes; a full cache is emptied at once rather
+/// than searched for room, so each new token costs O(1) amortised, and
+/// tokens over `MAX_CACHED_TOKEN_BYTES` are checked every time instead.
 pub struct TokenCache {
     capacity: usize,
     ttl_secs: u64,
-    entries: Mutex<HashMap<Box<str>, (Verified, u64)>>,
+    entries: Mutex<Entries>,
 }
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<Box<str>, (Verified, u64)>,
+    bytes: usize,
+}
+
+/// Largest token remembered, claims included.
+const MAX_CACHED_TOKEN_BYTES: usize = 8 * 1024;
+/// Most bytes of tokens and claims one set's cache holds.
+const MAX_CACHE_BYTES: usize = 16 << 20;
 
 impl TokenCache {
     pub fn new(capacity: usize, ttl: std::time::Duration) -> Self {
         Self {
             capacity,
             ttl_secs: ttl.as_secs().max(1),
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
         }
     }
 
     pub fn get(&self, token: &str, now: u64) -> Option<Verified> {
-        if self.capacity == 0 {
+        if self.capacity == 0 || token.len() > MAX_CACHED_TOKEN_BYTES {
             return None;
         }
         let entries = self.entries.lock().ok()?;
-        match entries.get(token) {
+        match entries.map.get(token) {
             Some((verified, until)) if now < *until => Some(verified.clone()),
             _ => None,
         }
     }
 
-    /// Remembers a verified token, unless it has already expired. A full
-    /// cache first drops expired entries, then everything: a flood of
-    /// distinct valid tokens costs verifications, never memory.
+    /// Remembers a verified token, unless it has already expired.
     pub fn put(&self, token: &str, verified: &Verified, now: u64) {
-        if self.capacity == 0 {
+        let size = token.len() + verified.header.len() + verified.claims.len();
+        if self.capacity == 0 || size > MAX_CACHED_TOKEN_BYTES {
             return;
         }
         let exp = serde_json::from_str::<serde_json::Value>(&verified.claims)
@@ -227,18 +244,19 @@ impl TokenCache {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        if entries.len() >= self.capacity {
-            entries.retain(|_, (_, until)| now < *until);
-            if entries.len() >= self.capacity {
-                entries.clear();
-            }
+        let full = entries.map.len() >= self.capacity || entries.bytes + size > MAX_CACHE_BYTES;
+        // Freed after the lock is released.
+        let _dropped = full.then(|| std::mem::take(&mut *entries));
+        entries.bytes += size;
+        if let Some((old, _)) = entries.map.insert(token.into(), (verified.clone(), until)) {
+            entries.bytes -= token.len() + old.header.len() + old.claims.len();
         }
-        entries.insert(token.into(), (verified.clone(), until));
+        drop(entries);
     }
 
     /// Tokens remembered now.
     pub fn remembered(&self) -> usize {
-        self.entries.lock().map_or(0, |e| e.len())
+        self.entries.lock().map_or(0, |e| e.map.len())
     }
 }
 

@@ -13,8 +13,15 @@ pub enum Denial {
     Forbidden(String),
 }
 
-/// Checks `claims` against the route's policy at unix time `now`.
-pub fn check(claims: &Map<String, Value>, jwt: &JwtConfig, now: u64) -> Result<(), Denial> {
+/// Checks `claims` against the route's policy at unix time `now`; `issuer`
+/// is what the key set that verified the token may issue (the route's
+/// `issuer` unless that set has its own).
+pub fn check(
+    claims: &Map<String, Value>,
+    jwt: &JwtConfig,
+    issuer: &[String],
+    now: u64,
+) -> Result<(), Denial> {
     let unauthorized = |why: String| Err(Denial::Unauthorized(why));
     for name in &jwt.required_claims {
         if lookup(claims, name).is_none() {
@@ -39,14 +46,15 @@ pub fn check(claims: &Map<String, Value>, jwt: &JwtConfig, now: u64) -> Result<(
             return unauthorized("the token is not valid yet".into());
         }
     }
-    if !jwt.issuer.is_empty() {
-        let issuer = claims.get("iss").and_then(Value::as_str);
-        if !issuer.is_some_and(|iss| jwt.issuer.iter().any(|ok| ok == iss)) {
+    if !issuer.is_empty() {
+        let iss = claims.get("iss").and_then(Value::as_str);
+        if !iss.is_some_and(|iss| issuer.iter().any(|ok| ok == iss)) {
             return unauthorized("the token's issuer is not accepted".into());
         }
     }
     if !jwt.audience.is_empty() {
-        let audiences = items(claims.get("aud"));
+        // RFC 7519 4.1.3: a string `aud` is one audience, not a list of words.
+        let audiences = items(claims.get("aud"), false);
         if !audiences
             .iter()
             .any(|aud| jwt.audience.iter().any(|ok| ok == aud))
@@ -76,12 +84,13 @@ pub fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Valu
     Some(value)
 }
 
-/// A claim as a list of texts: a list's items, or a string's space-separated
-/// words (OAuth's `scope`); a number or boolean as its text.
-fn items(value: Option<&Value>) -> Vec<String> {
+/// A claim as a list of texts: a list's items; a string as itself, or as
+/// its space-separated words with `words` (OAuth's `scope`); a number or
+/// boolean as its text.
+fn items(value: Option<&Value>, words: bool) -> Vec<String> {
     match value {
         Some(Value::Array(list)) => list.iter().filter_map(text).collect(),
-        Some(Value::String(words)) => words.split_whitespace().map(String::from).collect(),
+        Some(Value::String(text)) if words => text.split_whitespace().map(String::from).collect(),
         Some(other) => text(other).into_iter().collect(),
         None => Vec::new(),
     }
@@ -99,17 +108,13 @@ pub fn text(value: &Value) -> Option<String> {
 
 fn holds(rule: &Rule, value: Option<&Value>) -> bool {
     if let Some(wanted) = &rule.contains {
-        return items(value).iter().any(|item| item == wanted);
+        return items(value, true).iter().any(|item| item == wanted);
     }
     if let Some(wanted) = &rule.equals {
         return value.and_then(text).is_some_and(|v| v == *wanted);
     }
     if let Some(any) = &rule.any_of {
-        let mut found = items(value);
-        if let Some(Value::String(whole)) = value {
-            found.push(whole.clone());
-        }
-        return found.iter().any(|item| any.contains(item));
+        return items(value, false).iter().any(|item| any.contains(item));
     }
     false
 }
@@ -142,20 +147,20 @@ mod tests {
     fn expiry_and_not_before_allow_the_leeway_and_no_more() {
         let jwt = policy(serde_json::json!({"key_sets": ["k"], "leeway_seconds": 30}));
         let at = |exp: i64| claims(serde_json::json!({ "exp": NOW as i64 + exp }));
-        assert_eq!(check(&at(10), &jwt, NOW), Ok(()));
-        assert_eq!(check(&at(-29), &jwt, NOW), Ok(()), "inside the leeway");
+        assert_eq!(check(&at(10), &jwt, &[], NOW), Ok(()));
+        assert_eq!(check(&at(-29), &jwt, &[], NOW), Ok(()), "inside the leeway");
         assert!(
-            matches!(check(&at(-30), &jwt, NOW), Err(Denial::Unauthorized(m)) if m.contains("expired"))
+            matches!(check(&at(-30), &jwt, &[], NOW), Err(Denial::Unauthorized(m)) if m.contains("expired"))
         );
         let nbf =
             |nbf: i64| claims(serde_json::json!({ "exp": NOW + 100, "nbf": NOW as i64 + nbf }));
-        assert_eq!(check(&nbf(30), &jwt, NOW), Ok(()));
+        assert_eq!(check(&nbf(30), &jwt, &[], NOW), Ok(()));
         assert!(
-            matches!(check(&nbf(31), &jwt, NOW), Err(Denial::Unauthorized(m)) if m.contains("not valid yet"))
+            matches!(check(&nbf(31), &jwt, &[], NOW), Err(Denial::Unauthorized(m)) if m.contains("not valid yet"))
         );
         let no_exp = claims(serde_json::json!({ "sub": "ann" }));
         assert!(
-            matches!(check(&no_exp, &jwt, NOW), Err(Denial::Unauthorized(m)) if m.contains("no exp"))
+            matches!(check(&no_exp, &jwt, &[], NOW), Err(Denial::Unauthorized(m)) if m.contains("no exp"))
         );
     }
 
@@ -173,30 +178,39 @@ mod tests {
             "iss": "https://idp", "aud": ["other", "orders"],
             "scope": "profile orders:read", "realm_access": {"roles": ["ops"]}
         });
-        assert_eq!(check(&claims(good.clone()), &jwt, NOW), Ok(()));
+        assert_eq!(check(&claims(good.clone()), &jwt, &jwt.issuer, NOW), Ok(()));
         let mut wrong_iss = good.clone();
         wrong_iss["iss"] = "https://evil".into();
         assert!(matches!(
-            check(&claims(wrong_iss), &jwt, NOW),
+            check(&claims(wrong_iss), &jwt, &jwt.issuer, NOW),
             Err(Denial::Unauthorized(_))
         ));
         let mut wrong_aud = good.clone();
-        wrong_aud["aud"] = "other".into();
+        wrong_aud["aud"] = "other orders".into();
         assert!(matches!(
-            check(&claims(wrong_aud), &jwt, NOW),
+            check(&claims(wrong_aud), &jwt, &jwt.issuer, NOW),
             Err(Denial::Unauthorized(_))
         ));
         let mut no_scope = good.clone();
         no_scope["scope"] = "orders:readx".into();
         assert!(
-            matches!(check(&claims(no_scope), &jwt, NOW), Err(Denial::Forbidden(m)) if m.contains("orders:read"))
+            matches!(check(&claims(no_scope), &jwt, &jwt.issuer, NOW), Err(Denial::Forbidden(m)) if m.contains("orders:read"))
         );
-        let mut no_role = good;
+        let mut no_role = good.clone();
         no_role["realm_access"]["roles"] = serde_json::json!(["user"]);
         assert!(matches!(
-            check(&claims(no_role), &jwt, NOW),
+            check(&claims(no_role), &jwt, &jwt.issuer, NOW),
             Err(Denial::Forbidden(_))
         ));
+        let mut worded_role = good;
+        worded_role["realm_access"]["roles"] = "user admin".into();
+        assert!(
+            matches!(
+                check(&claims(worded_role), &jwt, &jwt.issuer, NOW),
+                Err(Denial::Forbidden(_))
+            ),
+            "any_of compares a string whole"
+        );
     }
 
     #[test]

@@ -29,9 +29,11 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// Key sets (`key_sets:` in the gateway config, granted to this plugin
-    /// under `plugins.grants.auth.keys`) tried in order.
+    /// under `plugins.grants.auth.keys`) tried in order: a name, or
+    /// `{ set: NAME, issuer: ISS }` to accept from that set only tokens of
+    /// that issuer (one or a list), so that one signer cannot speak for another.
     #[serde(deserialize_with = "non_empty")]
-    pub key_sets: Vec<String>,
+    pub key_sets: Vec<KeySetRef>,
     /// Where the token is looked for, in order; default the
     /// `Authorization: Bearer` header.
     #[serde(default = "default_token_sources")]
@@ -61,6 +63,42 @@ pub struct JwtConfig {
     /// The claim naming the consumer (context `consumer`, `consumer_header`).
     #[serde(default = "default_consumer_claim")]
     pub consumer_claim: String,
+}
+
+/// One entry of `jwt.key_sets`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySetRef {
+    pub set: String,
+    /// Issuers this set's tokens may name; empty: the route's `issuer`.
+    pub issuer: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for KeySetRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Name(String),
+            Full(Full),
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            set: String,
+            #[serde(default, deserialize_with = "one_or_many")]
+            issuer: Vec<String>,
+        }
+        Ok(match Form::deserialize(d)? {
+            Form::Name(set) => Self {
+                set,
+                issuer: Vec::new(),
+            },
+            Form::Full(full) => Self {
+                set: full.set,
+                issuer: full.issuer,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,7 +153,41 @@ impl Config {
         if self.jwt.is_none() && self.api_keys.is_none() {
             return Err("configure `jwt`, `api_keys` or both".into());
         }
+        // Headers that carry credentials: an identity header of the same
+        // name would be removed before the credential is read.
+        let mut credentials = vec!["authorization".to_string(), "cookie".to_string()];
+        for sources in [
+            self.jwt.as_ref().map(|j| &j.from),
+            self.api_keys.as_ref().map(|k| &k.from),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for source in sources {
+                if let Source::Header(name) = source {
+                    credentials.push(name.clone());
+                }
+            }
+        }
+        let mut identity = vec![("consumer_header".to_string(), &self.consumer_header)];
         if let Some(jwt) = &self.jwt {
+            for (claim, header) in &jwt.claims_to_headers {
+                identity.push((format!("jwt.claims_to_headers.{claim}"), header));
+            }
+        }
+        for (field, header) in identity {
+            if credentials.contains(header) {
+                return Err(format!(
+                    "{field}: `{header}` carries credentials; the plugin sets and removes identity headers, so pick another name"
+                ));
+            }
+        }
+        if let Some(jwt) = &self.jwt {
+            if jwt.leeway_seconds > MAX_LEEWAY_SECONDS {
+                return Err(format!(
+                    "jwt.leeway_seconds: at most {MAX_LEEWAY_SECONDS} (an hour)"
+                ));
+            }
             for (i, rule) in jwt.rules.iter().enumerate() {
                 let given = [
                     rule.contains.is_some(),
@@ -146,6 +218,8 @@ impl Config {
         Ok(())
     }
 }
+
+const MAX_LEEWAY_SECONDS: u64 = 3600;
 
 fn default_consumer_header() -> String {
     "x-consumer".into()
@@ -231,7 +305,7 @@ fn sha256_hex<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
             "a SHA-256 is 64 hex digits (`printf %s KEY | sha256sum`); the key itself is never written in config",
         )
     };
-    if text.len() != 64 {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     let mut out = [0u8; 32];

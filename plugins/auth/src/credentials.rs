@@ -35,14 +35,22 @@ pub fn find(req: &Request, sources: &[Source]) -> Result<Option<Found>, String> 
                     value.trim().to_string()
                 }
             }
-            Source::Cookie(name) => match cookie(&req.headers().get_all("cookie"), name) {
-                Some(value) => value,
-                None => continue,
-            },
-            Source::Query(name) => match req.query_param(name) {
-                Some(value) => value,
-                None => continue,
-            },
+            Source::Cookie(name) => {
+                match single(
+                    cookies(&req.headers().get_all("cookie"), name),
+                    "cookie",
+                    name,
+                )? {
+                    Some(value) => value,
+                    None => continue,
+                }
+            }
+            Source::Query(name) => {
+                match single(query_values(&req.query(), name), "query parameter", name)? {
+                    Some(value) => value,
+                    None => continue,
+                }
+            }
         };
         if value.is_empty() {
             continue;
@@ -61,14 +69,62 @@ fn bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Cookie `name` among `Cookie` header lines.
-fn cookie(lines: &[String], name: &str) -> Option<String> {
+/// The one value in `values`; two are refused, since the upstream might
+/// read the other one.
+fn single(values: Vec<String>, what: &str, name: &str) -> Result<Option<String>, String> {
+    if values.len() > 1 {
+        return Err(format!("more than one {name} {what}"));
+    }
+    Ok(values.into_iter().next())
+}
+
+/// Every value of cookie `name` among `Cookie` header lines.
+fn cookies(lines: &[String], name: &str) -> Vec<String> {
     lines
         .iter()
         .flat_map(|line| line.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
+        .filter(|(n, _)| *n == name)
         .map(|(_, value)| value.trim_matches('"').to_string())
+        .collect()
+}
+
+/// Every value of query parameter `name`, names and values decoded as an
+/// upstream would (`access%5Ftoken` is `access_token`).
+fn query_values(query: &str, name: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter_map(|pair| {
+            let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(n) == name).then(|| decode(v))
+        })
+        .collect()
+}
+
+/// Form decoding: `%XX` escapes and `+` for a space; a bad escape stays as it is.
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Removes the credential from the request, so the upstream never sees it.
@@ -78,7 +134,17 @@ pub fn remove(req: &mut Request, found: &Found) {
         Source::Header(name) => {
             req.headers_mut().remove(name);
         }
-        Source::Query(name) => req.remove_query_param(name),
+        Source::Query(name) => {
+            let query = req.query();
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| {
+                    let n = pair.split_once('=').map_or(*pair, |(n, _)| n);
+                    decode(n) != *name
+                })
+                .collect();
+            req.set_query(&kept.join("&"));
+        }
         Source::Cookie(_) => {}
     }
 }
@@ -117,6 +183,28 @@ mod tests {
             Some("t0k".into())
         );
         assert_eq!(find(&Request::new("GET", "/"), &sources()), Ok(None));
+    }
+
+    #[test]
+    fn query_names_are_decoded_and_every_copy_removed() {
+        let mut req = Request::new("GET", "/");
+        req.set_query("a=1&access%5Ftoken=t%2E0&b=2");
+        let found = find(&req, &sources())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("not found"));
+        assert_eq!(found.value, "t.0");
+        remove(&mut req, &found);
+        assert_eq!(req.query(), "a=1&b=2");
+        req.set_query("access_token=a&access%5ftoken=b");
+        assert!(find(&req, &sources()).is_err(), "two copies, however spelt");
+        assert_eq!(decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn two_copies_of_a_cookie_are_refused() {
+        let req = Request::new("GET", "/").with_header("cookie", "session=a; x=1; session=b");
+        assert!(find(&req, &sources()).is_err());
     }
 
     #[test]

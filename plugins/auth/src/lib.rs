@@ -83,7 +83,11 @@ impl Verifier for HostKeys {
                 VerifyError::AlgorithmNotAllowed(alg) => format!("algorithm {alg} is not accepted"),
                 VerifyError::UnknownKey(kid) => format!("no key {kid}"),
                 VerifyError::BadSignature => "the signature does not match".into(),
-                VerifyError::Unavailable(why) => why,
+                VerifyError::Unavailable(why) => {
+                    // Which sets exist is the operator's business, not the client's.
+                    log::warn(&why);
+                    "the token cannot be checked now".into()
+                }
             })
     }
 }
@@ -149,13 +153,26 @@ impl Plugin for Auth {
 }
 
 impl Auth {
-    /// Removes every header this plugin sets, whatever the client sent.
+    /// Removes every header this plugin sets, whatever the client sent
+    /// (spelt with `_` too: CGI-style upstreams read `x_consumer` as
+    /// `x-consumer`), and the context values it sets.
     pub fn forget_identity(&self, req: &mut Request) {
         let headers = req.headers_mut();
-        headers.remove(&self.cfg.consumer_header);
+        let mut names = vec![self.cfg.consumer_header.as_str()];
         if let Some(jwt) = &self.cfg.jwt {
-            for (_, header) in &jwt.claims_to_headers {
-                headers.remove(header);
+            names.extend(jwt.claims_to_headers.iter().map(|(_, h)| h.as_str()));
+        }
+        for name in names {
+            for spelling in spellings(name) {
+                headers.remove(&spelling);
+            }
+        }
+        let context = req.context();
+        context.remove("consumer");
+        context.remove("auth");
+        if let Some(jwt) = &self.cfg.jwt {
+            for claim in &jwt.claims_to_context {
+                context.remove(&format!("claims.{claim}"));
             }
         }
     }
@@ -176,8 +193,13 @@ impl Auth {
         if let Some(jwt) = &self.cfg.jwt {
             let token = credentials::find(req, &jwt.from).map_err(bearer)?;
             if let Some(token) = token {
-                let claims = verify(jwt, keys, &token.value).map_err(bearer)?;
-                claims::check(&claims, jwt, now).map_err(|denial| match denial {
+                let (claims, set) = verify(jwt, keys, &token.value).map_err(bearer)?;
+                let issuer = if set.issuer.is_empty() {
+                    &jwt.issuer
+                } else {
+                    &set.issuer
+                };
+                claims::check(&claims, jwt, issuer, now).map_err(|denial| match denial {
                     Denial::Unauthorized(message) => bearer(message),
                     Denial::Forbidden(message) => Refusal {
                         status: 403,
@@ -290,19 +312,19 @@ impl Auth {
     }
 }
 
-/// The claims of `token` from the first key set that verifies it; when
-/// none does, the most telling reason (a bad signature over "no such key").
-fn verify(
-    jwt: &config::JwtConfig,
+/// The claims of `token` and the key set that verified it (the first that
+/// does); when none does, the first set's reason.
+fn verify<'a>(
+    jwt: &'a config::JwtConfig,
     keys: &dyn Verifier,
     token: &str,
-) -> Result<Map<String, Value>, String> {
+) -> Result<(Map<String, Value>, &'a config::KeySetRef), String> {
     let mut first_error = None;
     for set in &jwt.key_sets {
-        match keys.verify(set, token) {
+        match keys.verify(&set.set, token) {
             Ok(claims) => {
                 return match serde_json::from_str::<Value>(&claims) {
-                    Ok(Value::Object(claims)) => Ok(claims),
+                    Ok(Value::Object(claims)) => Ok((claims, set)),
                     _ => Err("the claims are not a JSON object".into()),
                 };
             }
@@ -323,6 +345,27 @@ fn as_header_text(value: &Value) -> Option<String> {
         }
         other => claims::text(other),
     }
+}
+
+/// `name` and its spellings with `_` for some of its `-` (at most 3 of
+/// them are varied; longer names get the all-`_` spelling too).
+fn spellings(name: &str) -> Vec<String> {
+    let dashes: Vec<usize> = name.match_indices('-').map(|(i, _)| i).collect();
+    let varied = dashes.len().min(3);
+    let mut out = Vec::with_capacity(1 << varied);
+    for mask in 0..(1u32 << varied) {
+        let mut spelling = name.as_bytes().to_vec();
+        for (bit, at) in dashes.iter().take(varied).enumerate() {
+            if mask & (1 << bit) != 0 {
+                spelling[*at] = b'_';
+            }
+        }
+        out.push(String::from_utf8_lossy(&spelling).into_owned());
+    }
+    if dashes.len() > varied {
+        out.push(name.replace('-', "_"));
+    }
+    out
 }
 
 /// `value` if a header may carry it as is (visible ASCII and spaces, at most
@@ -387,13 +430,16 @@ mod tests {
         let mut req = Request::new("GET", "/")
             .with_header("authorization", &format!("Bearer {token}"))
             .with_header("x-user-id", "admin")
+            .with_header("x_user_id", "admin")
             .with_header("x-consumer", "admin");
+        req.context().set("consumer", "admin");
         plugin.forget_identity(&mut req);
         let identity = plugin
             .authenticate(&req, &Fake, NOW)
             .unwrap_or_else(|r| panic!("{r:?}"));
         plugin.forward(&mut req, &identity);
         assert_eq!(req.headers().get_all("x-user-id"), ["ann"]);
+        assert_eq!(req.headers().get("x_user_id"), None);
         assert_eq!(req.headers().get_all("x-consumer"), ["ann"]);
         assert_eq!(req.headers().get("authorization"), None);
         assert_eq!(req.context().get("consumer").as_deref(), Some("ann"));
@@ -446,6 +492,50 @@ mod tests {
             .err()
             .unwrap_or_else(|| panic!("accepted"));
         assert_eq!((wrong.status, wrong.code), (401, "invalid_api_key"));
+    }
+
+    #[test]
+    fn identity_headers_are_known_in_every_spelling() {
+        assert_eq!(spellings("x-a"), ["x-a", "x_a"]);
+        assert_eq!(spellings("x-user-id").len(), 4);
+        assert!(spellings("a-b-c-d-e").contains(&"a_b_c_d_e".to_string()));
+    }
+
+    #[test]
+    fn a_key_set_may_speak_for_its_own_issuer_only() {
+        let plugin = auth(serde_json::json!({
+            "jwt": { "key_sets": [{ "set": "partner", "issuer": "partner-idp" }, "users"], "issuer": "users-idp" }
+        }));
+        struct PartnerOnly;
+        impl Verifier for PartnerOnly {
+            fn verify(&self, set: &str, token: &str) -> Verified {
+                match (set, token.strip_prefix("good:")) {
+                    ("partner", Some(claims)) => Ok(claims.to_string()),
+                    _ => Err("no".into()),
+                }
+            }
+        }
+        let as_users = format!("good:{{\"iss\":\"users-idp\",\"exp\":{}}}", NOW + 60);
+        let req =
+            Request::new("GET", "/").with_header("authorization", &format!("Bearer {as_users}"));
+        assert!(
+            plugin.authenticate(&req, &PartnerOnly, NOW).is_err(),
+            "the partner's key cannot mint users-idp tokens"
+        );
+        let as_partner = format!("good:{{\"iss\":\"partner-idp\",\"exp\":{}}}", NOW + 60);
+        let req =
+            Request::new("GET", "/").with_header("authorization", &format!("Bearer {as_partner}"));
+        assert!(plugin.authenticate(&req, &PartnerOnly, NOW).is_ok());
+    }
+
+    #[test]
+    fn identity_headers_may_not_be_credential_headers() {
+        let cfg: Config = serde_json::from_value(serde_json::json!({
+            "api_keys": { "keys": [{ "consumer": "c", "sha256": "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b" }] },
+            "consumer_header": "x-api-key"
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(Auth::new(cfg).is_err_and(|e| e.contains("carries credentials")));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// The HMAC secret of the tests' `hs` key sets.
-pub const SECRET: &str = "test-secret-of-at-least-32-bytes!!";
+pub const SECRET: &str = "test-secret-long-enough-for-hs512-which-needs-sixty-four-bytes!!";
 
 /// The folder of the test key pairs.
 pub fn keys_dir() -> PathBuf {
