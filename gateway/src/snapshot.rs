@@ -63,8 +63,15 @@ impl Snapshot {
             })
             .collect();
         let mut built = Built::default();
+        let key_sets = key_sets(config, &upstreams, previous, &mut built);
         let resources = Resources {
-            key_sets: key_sets(config, &upstreams, previous, &mut built),
+            broken_key_sets: config
+                .key_sets
+                .keys()
+                .filter(|name| !key_sets.contains_key(*name))
+                .cloned()
+                .collect(),
+            key_sets,
         };
         if let Some(settings) = &config.plugins {
             configure_grants(settings, &resources, &mut built);

@@ -192,6 +192,13 @@ pub mod keys {
     pub fn verify_jwt(key_set: &str, token: &str) -> Result<VerifiedToken, VerifyError> {
         crate::bindings::gateway::plugin::keys::verify_jwt(key_set, token)
     }
+
+    /// Whether key set `key_set` is granted to this plugin; call it from
+    /// [`Plugin::new`](crate::Plugin::new) to refuse a config naming a set
+    /// the plugin could never use.
+    pub fn granted(key_set: &str) -> bool {
+        crate::bindings::gateway::plugin::keys::granted(key_set)
+    }
 }
 
 /// Exports a [`Plugin`] type as the component's hooks. Use it once per crate.

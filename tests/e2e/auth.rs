@@ -385,6 +385,35 @@ async fn api_keys_claim_rules_and_spoofed_identity() {
     assert_eq!(allowed.status, 200);
 }
 
+/// A gateway whose every path needs a token checked with key set `name`,
+/// defined by `set` (a YAML flow mapping); `pools` adds upstreams.
+fn guarded(plugins: &PluginDir, svc: &Backend, name: &str, set: &str, pools: &str) -> Gateway {
+    Gateway::start(&format!(
+        "key_sets:
+  {name}: {set}
+{plugins}upstreams:
+{pools}{svc}routes:
+  - name: api
+    match: {{ path_prefix: / }}
+    upstream: svc
+    plugins: [{{ name: auth, config: {{ jwt: {{ key_sets: [{name}] }} }} }}]
+",
+        plugins = plugins.section(&format!("  grants: {{ auth: {{ keys: [{name}] }} }}\n")),
+        svc = upstream("svc", &[svc], ""),
+    ))
+}
+
+/// A token for `ann`, valid for ten minutes, signed with test key `key`
+/// under `alg` and naming `kid`.
+fn ann(key: &str, alg: Algorithm, kid: &str) -> String {
+    sign_with(
+        &signing_key(key),
+        alg,
+        Some(kid),
+        &json!({ "sub": "ann", "exp": now() + 600 }),
+    )
+}
+
 /// Polls `url` with `token` until it answers `status` or 10 s pass.
 async fn eventually(url: &str, token: &str, status: u16) -> bool {
     let until = Instant::now() + Duration::from_secs(10);
@@ -403,28 +432,18 @@ async fn a_fetched_jwks_picks_up_new_keys_survives_its_server_going_down_and_is_
     let idp = JwksServer::start(jwks(vec![jwk("rsa", Algorithm::RS256, "k1")])).await;
     let svc = Backend::start("svc").await;
     let plugins = PluginDir::with(&["auth"]);
-    let gw = Gateway::start(&format!(
-        "key_sets:
-  remote: {{ algorithms: [RS256, ES256], jwks_url: \"{url}\", min_refresh_interval: 1s }}
-{plugins}upstreams:
-{svc}routes:
-  - name: api
-    match: {{ path_prefix: / }}
-    upstream: svc
-    plugins: [{{ name: auth, config: {{ jwt: {{ key_sets: [remote] }} }} }}]
-",
-        url = idp.url(),
-        plugins = plugins.section("  grants: { auth: { keys: [remote] } }\n"),
-        svc = upstream("svc", &[&svc], ""),
-    ));
+    let set = format!(
+        "{{ algorithms: [RS256, ES256], jwks_url: \"{}\", min_refresh_interval: 1s }}",
+        idp.url()
+    );
+    let gw = guarded(&plugins, &svc, "remote", &set, "");
     let url = gw.url("/orders");
-    let exp = json!({ "sub": "ann", "exp": now() + 600 });
-    let old = sign_with(&signing_key("rsa"), Algorithm::RS256, Some("k1"), &exp);
+    let old = ann("rsa", Algorithm::RS256, "k1");
     assert!(eventually(&url, &old, 200).await, "the first fetch serves");
 
     // The issuer adds a key: a token naming it is refused until the set is
     // fetched again, which that very token asks for.
-    let new = sign_with(&signing_key("ec256"), Algorithm::ES256, Some("k2"), &exp);
+    let new = ann("ec256", Algorithm::ES256, "k2");
     let first = send(request(&url, &[("authorization", &bearer(&new))])).await;
     assert_eq!(first.status, 401);
     idp.publish(jwks(vec![
@@ -442,12 +461,7 @@ async fn a_fetched_jwks_picks_up_new_keys_survives_its_server_going_down_and_is_
     let before = idp.fetches();
     let started = Instant::now();
     for i in 0..300 {
-        let forged = sign_with(
-            &signing_key("rsa"),
-            Algorithm::RS256,
-            Some(&format!("forged-{i}")),
-            &exp,
-        );
+        let forged = ann("rsa", Algorithm::RS256, &format!("forged-{i}"));
         let reply = send(request(&url, &[("authorization", &bearer(&forged))])).await;
         assert_eq!(reply.status, 401);
     }
@@ -461,7 +475,7 @@ async fn a_fetched_jwks_picks_up_new_keys_survives_its_server_going_down_and_is_
     // An empty answer is a broken one, not a rotation to no keys at all.
     idp.publish(jwks(vec![]));
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let nudge = sign_with(&signing_key("rsa"), Algorithm::RS256, Some("k8"), &exp);
+    let nudge = ann("rsa", Algorithm::RS256, "k8");
     let _ = send(request(&url, &[("authorization", &bearer(&nudge))])).await;
     gw.log_with(&["JWKS fetch failed", "no signing key"]).await;
     assert_eq!(
@@ -475,7 +489,7 @@ async fn a_fetched_jwks_picks_up_new_keys_survives_its_server_going_down_and_is_
     // The issuer goes down: the keys already fetched keep serving.
     idp.set_up(false);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let unknown = sign_with(&signing_key("rsa"), Algorithm::RS256, Some("k9"), &exp);
+    let unknown = ann("rsa", Algorithm::RS256, "k9");
     let _ = send(request(&url, &[("authorization", &bearer(&unknown))])).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(idp.fetches() > before + fetched, "it tried again");
@@ -511,12 +525,7 @@ async fn a_jwks_url_over_https_is_trusted_by_its_ca_file_only() {
         svc = upstream("svc", &[&svc], ""),
     ));
     assert!(idp.url().starts_with("https://"));
-    let token = sign_with(
-        &signing_key("ec256"),
-        Algorithm::ES256,
-        Some("k1"),
-        &json!({ "sub": "ann", "exp": now() + 600 }),
-    );
+    let token = ann("ec256", Algorithm::ES256, "k1");
     assert!(
         eventually(&gw.url("/trusted"), &token, 200).await,
         "fetched over HTTPS"
@@ -609,28 +618,14 @@ async fn a_jwks_can_come_from_an_upstream_pool() {
     let idp = JwksServer::start(jwks(vec![jwk("ed25519", Algorithm::EdDSA, "k1")])).await;
     let svc = Backend::start("svc").await;
     let plugins = PluginDir::with(&["auth"]);
-    let gw = Gateway::start(&format!(
-        "key_sets:
-  pooled: {{ algorithms: [EdDSA], jwks_upstream: {{ upstream: idp, path: /.well-known/jwks.json }} }}
-{plugins}upstreams:
-  idp:
-    targets: [{{ url: \"http://{idp}\" }}]
-{svc}routes:
-  - name: api
-    match: {{ path_prefix: / }}
-    upstream: svc
-    plugins: [{{ name: auth, config: {{ jwt: {{ key_sets: [pooled] }} }} }}]
-",
-        idp = idp.addr,
-        plugins = plugins.section("  grants: { auth: { keys: [pooled] } }\n"),
-        svc = upstream("svc", &[&svc], ""),
-    ));
-    let token = sign_with(
-        &signing_key("ed25519"),
-        Algorithm::EdDSA,
-        Some("k1"),
-        &json!({ "sub": "ann", "exp": now() + 600 }),
+    let pool = format!(
+        "  idp:\n    targets: [{{ url: \"http://{}\" }}]\n",
+        idp.addr
     );
+    let set =
+        "{ algorithms: [EdDSA], jwks_upstream: { upstream: idp, path: /.well-known/jwks.json } }";
+    let gw = guarded(&plugins, &svc, "pooled", set, &pool);
+    let token = ann("ed25519", Algorithm::EdDSA, "k1");
     assert!(
         eventually(&gw.url("/"), &token, 200).await,
         "fetched through the pool"
@@ -645,24 +640,14 @@ async fn a_jwks_file_is_read_again_when_it_changes() {
     let folder = tempfile::tempdir().expect("temp dir");
     let file = folder.path().join("jwks.json");
     std::fs::write(&file, jwks(vec![jwk("ed25519", Algorithm::EdDSA, "a")])).expect("write");
-    let gw = Gateway::start(&format!(
-        "key_sets:
-  local: {{ algorithms: [EdDSA, RS256], jwks_file: \"{file}\" }}
-{plugins}upstreams:
-{svc}routes:
-  - name: api
-    match: {{ path_prefix: / }}
-    upstream: svc
-    plugins: [{{ name: auth, config: {{ jwt: {{ key_sets: [local] }} }} }}]
-",
-        file = file.display(),
-        plugins = plugins.section("  grants: { auth: { keys: [local] } }\n"),
-        svc = upstream("svc", &[&svc], ""),
-    ));
+    let set = format!(
+        "{{ algorithms: [EdDSA, RS256], jwks_file: \"{}\" }}",
+        file.display()
+    );
+    let gw = guarded(&plugins, &svc, "local", &set, "");
     let url = gw.url("/");
-    let exp = json!({ "sub": "ann", "exp": now() + 600 });
-    let a = sign_with(&signing_key("ed25519"), Algorithm::EdDSA, Some("a"), &exp);
-    let b = sign_with(&signing_key("rsa"), Algorithm::RS256, Some("b"), &exp);
+    let a = ann("ed25519", Algorithm::EdDSA, "a");
+    let b = ann("rsa", Algorithm::RS256, "b");
     assert!(eventually(&url, &a, 200).await);
     assert_eq!(
         send(request(&url, &[("authorization", &bearer(&b))]))
@@ -699,64 +684,59 @@ async fn a_jwks_file_is_read_again_when_it_changes() {
 async fn key_sets_are_granted_and_checked_at_load() {
     let plugins = PluginDir::with(&["auth"]);
     let route = "upstreams:\n  svc:\n    targets: [{ url: \"http://127.0.0.1:9\" }]\nroutes:\n  - name: api\n    upstream: svc\n    plugins: [{ name: auth, config: { jwt: { key_sets: [hs] } } }]\n";
-    let sets = format!("key_sets:\n  hs: {{ algorithms: [HS256], secret: \"{SECRET}\" }}\n");
-
-    let (ok, text) = plugins.validate(&format!("{sets}{}{route}", plugins.section("")));
-    assert!(!ok);
-    assert!(
-        text.contains("imports gateway:plugin/keys, which it is not granted; grant it under plugins.grants.auth.keys"),
-        "{text}"
-    );
-
-    let (ok, text) = plugins.validate(&format!(
-        "{sets}{}{route}",
-        plugins.section("  grants: { auth: { keys: [hs, partners] } }\n")
-    ));
-    assert!(!ok);
-    assert!(
-        text.contains("plugins.grants.auth.keys: no key set named \"partners\"; key_sets has: hs"),
-        "{text}"
-    );
-
-    let confused = "key_sets:\n  pub:\n    algorithms: [RS256, HS256]\n    pem_files: [\"/nonexistent.pem\"]\n";
-    let (ok, text) = plugins.validate(&format!("{confused}{}{route}", plugins.section("")));
-    assert!(!ok);
-    assert!(
-        text.contains("FILE:3: key_sets.pub.algorithms[1]: HS256: HMAC algorithms need a `secret`"),
-        "{text}"
-    );
-
-    let cleartext =
-        "key_sets:\n  hs:\n    algorithms: [RS256]\n    jwks_url: http://127.0.0.1:9/jwks.json\n";
-    let (ok, text) = plugins.validate(&format!(
-        "{cleartext}{}{route}",
-        plugins.section("  grants: { auth: { keys: [hs] } }\n")
-    ));
-    assert!(ok, "{text}");
-    assert!(
-        text.contains("key_sets.hs.jwks_url: keys are fetched over plain HTTP"),
-        "{text}"
-    );
-
-    let short = "key_sets:\n  hs:\n    algorithms: [HS256]\n    secret: short\n";
-    let (ok, text) = plugins.validate(&format!("{short}{}{route}", plugins.section("")));
-    assert!(!ok);
-    assert!(
-        text.contains(
-            "key_sets.hs.secret: an HMAC secret for these algorithms must be at least 32 bytes"
+    let hs = format!("key_sets:\n  hs: {{ algorithms: [HS256], secret: \"{SECRET}\" }}\n");
+    let set = |lines: &str| format!("key_sets:\n  hs:\n{lines}");
+    let granted = "  grants: { auth: { keys: [hs] } }\n";
+    // (key sets, grants, valid?, what `gateway validate` must say)
+    let cases = [
+        (
+            hs.clone(),
+            "",
+            false,
+            "imports gateway:plugin/keys, which it is not granted; grant it under plugins.grants.auth.keys",
         ),
-        "{text}"
-    );
-
-    let missing =
-        "key_sets:\n  hs:\n    algorithms: [RS256]\n    pem_files: [\"/nonexistent/key.pem\"]\n";
-    let (ok, text) = plugins.validate(&format!(
-        "{missing}{}{route}",
-        plugins.section("  grants: { auth: { keys: [hs] } }\n")
-    ));
-    assert!(!ok);
-    assert!(
-        text.contains("key_sets.hs.pem_files: cannot read /nonexistent/key.pem"),
-        "{text}"
-    );
+        (
+            hs.clone(),
+            "  grants: { auth: { keys: [hs, partners] } }\n",
+            false,
+            "plugins.grants.auth.keys: no key set named \"partners\"; key_sets has: hs",
+        ),
+        (
+            set("    algorithms: [RS256, HS256]\n    pem_files: [\"/nonexistent.pem\"]\n"),
+            granted,
+            false,
+            "FILE:3: key_sets.hs.algorithms[1]: HS256: HMAC algorithms need a `secret`",
+        ),
+        (
+            set("    algorithms: [RS256]\n    jwks_url: http://127.0.0.1:9/jwks.json\n"),
+            granted,
+            true,
+            "key_sets.hs.jwks_url: keys are fetched over plain HTTP",
+        ),
+        (
+            set("    algorithms: [HS256]\n    secret: short\n"),
+            granted,
+            false,
+            "key_sets.hs.secret: an HMAC secret for these algorithms must be at least 32 bytes",
+        ),
+        (
+            set("    algorithms: [RS256]\n    pem_files: [\"/nonexistent/key.pem\"]\n"),
+            granted,
+            false,
+            "key_sets.hs.pem_files: cannot read /nonexistent/key.pem",
+        ),
+        (
+            format!("{hs}  other: {{ algorithms: [HS256], secret: \"{SECRET}\" }}\n"),
+            "  grants: { auth: { keys: [other] } }\n",
+            false,
+            "jwt.key_sets[0]: key set \"hs\" is not granted to this plugin",
+        ),
+    ];
+    for (sets, grants, valid, says) in cases {
+        let (ok, text) = plugins.validate(&format!("{sets}{}{route}", plugins.section(grants)));
+        assert_eq!(ok, valid, "{text}");
+        // A set that failed to load has its own error, not a second one about its grant.
+        assert!(!text.contains("no key set named \"hs\""), "{text}");
+        assert!(text.contains(says), "wanted {says:?} in:\n{text}");
+    }
 }

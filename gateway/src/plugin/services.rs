@@ -51,6 +51,8 @@ pub trait HostService: 'static {
 pub struct Resources {
     /// `key_sets:`, by name.
     pub key_sets: BTreeMap<String, Arc<KeySet>>,
+    /// Key sets in the config that could not be built (already reported).
+    pub broken_key_sets: Vec<String>,
 }
 
 /// Every host service the gateway offers.

@@ -12,13 +12,17 @@ pub struct Found {
     pub source: Source,
 }
 
-/// The first credential among `sources`. A header sent more than once is an
+/// The first credential among `sources`. One sent more than once (a header
+/// in any spelling with `_` for `-`, as CGI-style upstreams read them) is an
 /// error: the upstream might read another copy than the gateway checked.
 pub fn find(req: &Request, sources: &[Source]) -> Result<Option<Found>, String> {
     for source in sources {
         let value = match source {
             Source::Header(name) => {
-                let values = req.headers().get_all(name);
+                let values: Vec<String> = spellings(name)
+                    .iter()
+                    .flat_map(|spelling| req.headers().get_all(spelling))
+                    .collect();
                 if values.len() > 1 {
                     return Err(format!("more than one {name} header"));
                 }
@@ -61,6 +65,27 @@ pub fn find(req: &Request, sources: &[Source]) -> Result<Option<Found>, String> 
         }));
     }
     Ok(None)
+}
+
+/// Header `name` and its spellings with `_` for some of its `-` (at most 3 of
+/// them are varied; longer names get the all-`_` spelling too).
+pub fn spellings(name: &str) -> Vec<String> {
+    let dashes: Vec<usize> = name.match_indices('-').map(|(i, _)| i).collect();
+    let varied = dashes.len().min(3);
+    let mut out = Vec::with_capacity(1 << varied);
+    for mask in 0..(1u32 << varied) {
+        let mut spelling = name.as_bytes().to_vec();
+        for (bit, at) in dashes.iter().take(varied).enumerate() {
+            if mask & (1 << bit) != 0 {
+                spelling[*at] = b'_';
+            }
+        }
+        out.push(String::from_utf8_lossy(&spelling).into_owned());
+    }
+    if dashes.len() > varied {
+        out.push(name.replace('-', "_"));
+    }
+    out
 }
 
 /// The token of `Bearer <token>` (the scheme in any case).
@@ -132,7 +157,9 @@ fn decode(text: &str) -> String {
 pub fn remove(req: &mut Request, found: &Found) {
     match &found.source {
         Source::Header(name) => {
-            req.headers_mut().remove(name);
+            for spelling in spellings(name) {
+                req.headers_mut().remove(&spelling);
+            }
         }
         Source::Query(name) => {
             let query = req.query();
@@ -205,6 +232,17 @@ mod tests {
     fn two_copies_of_a_cookie_are_refused() {
         let req = Request::new("GET", "/").with_header("cookie", "session=a; x=1; session=b");
         assert!(find(&req, &sources()).is_err());
+    }
+
+    #[test]
+    fn headers_are_known_in_every_spelling() {
+        assert_eq!(spellings("x-a"), ["x-a", "x_a"]);
+        assert_eq!(spellings("x-user-id").len(), 4);
+        assert!(spellings("a-b-c-d-e").contains(&"a_b_c_d_e".to_string()));
+        let req = Request::new("GET", "/")
+            .with_header("x-api-key", "a")
+            .with_header("x_api_key", "b");
+        assert!(find(&req, &[Source::Header("x-api-key".into())]).is_err());
     }
 
     #[test]

@@ -208,9 +208,15 @@ impl Drop for Gateway {
 
 /// Runs `gateway validate FILE`; returns (success, stdout + stderr).
 pub fn validate(path: &Path) -> (bool, String) {
+    validate_with_env(path, &[])
+}
+
+/// `validate` with these environment variables set (for `${NAME}` in the file).
+pub fn validate_with_env(path: &Path, env: &[(&str, &str)]) -> (bool, String) {
     let output = Command::new(binary())
         .arg("validate")
         .arg(path)
+        .envs(env.iter().copied())
         .output()
         .expect("run gateway validate");
     let text = format!(

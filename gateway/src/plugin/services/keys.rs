@@ -29,6 +29,10 @@ impl HostService for Keys {
     fn configure(names: Vec<String>, resources: &Resources) -> Result<GrantedSets, String> {
         let mut sets = Vec::with_capacity(names.len());
         for name in names {
+            // Its own error says why; one about the grant would mislead.
+            if resources.broken_key_sets.contains(&name) {
+                continue;
+            }
             let Some(set) = resources.key_sets.get(&name) else {
                 let known: Vec<&str> = resources.key_sets.keys().map(String::as_str).collect();
                 return Err(if known.is_empty() {
@@ -47,6 +51,11 @@ impl HostService for Keys {
 }
 
 impl keys::Host for HostState {
+    fn granted(&mut self, key_set: String) -> wasmtime::Result<bool> {
+        let sets = super::shared::<Keys>(&self.granted).ok_or(NotGranted(Keys::INTERFACE))?;
+        Ok(sets.0.iter().any(|(name, _)| *name == key_set))
+    }
+
     fn verify_jwt(
         &mut self,
         key_set: String,
