@@ -86,10 +86,7 @@ impl KeySet {
                 read_files(config, &base_dir)?
             }
             SourceKind::JwksUrl | SourceKind::JwksUpstream => previous
-                .filter(|p| {
-                    p.config.jwks_url == config.jwks_url
-                        && p.config.jwks_upstream == config.jwks_upstream
-                })
+                .filter(|p| p.same_source(config, &base_dir, upstreams))
                 .map(|p| p.current.load().keys.clone())
                 .unwrap_or_default(),
         };
@@ -108,10 +105,34 @@ impl KeySet {
 
     /// Whether a reload may keep this set for `config`: a fetched set with
     /// the same config (its files, if any, are re-read instead).
-    pub fn can_keep(&self, config: &KeySetConfig, base_dir: &std::path::Path) -> bool {
+    pub fn can_keep(
+        &self,
+        config: &KeySetConfig,
+        base_dir: &std::path::Path,
+        upstreams: &[Arc<Upstream>],
+    ) -> bool {
         self.config == *config
-            && self.base_dir == base_dir
             && self.source().is_some_and(SourceKind::is_fetched)
+            && self.same_source(config, base_dir, upstreams)
+    }
+
+    /// Whether this set fetched its keys from where `config` fetches, trusted
+    /// the same way: same URL and CA file, or the same pool, configured the
+    /// same (a pool repointed after a compromise is a new source).
+    fn same_source(
+        &self,
+        config: &KeySetConfig,
+        base_dir: &std::path::Path,
+        upstreams: &[Arc<Upstream>],
+    ) -> bool {
+        self.config.jwks_url == config.jwks_url
+            && self.config.jwks_upstream == config.jwks_upstream
+            && self.config.ca_file == config.ca_file
+            && self.base_dir == base_dir
+            && self
+                .fetcher
+                .as_ref()
+                .is_some_and(|f| f.same_pool(upstreams))
     }
 
     /// Points a `jwks_upstream` set at the pool of that name in the

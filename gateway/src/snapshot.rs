@@ -282,7 +282,7 @@ fn key_sets(
     let mut sets = BTreeMap::new();
     for (name, set) in &config.key_sets {
         let previous = previous.and_then(|p| p.key_sets.get(name));
-        let result = match previous.filter(|kept| kept.can_keep(set, &base_dir)) {
+        let result = match previous.filter(|kept| kept.can_keep(set, &base_dir, upstreams)) {
             Some(kept) => kept.use_upstreams(upstreams).map(|()| kept.clone()),
             None => KeySet::new(
                 name,

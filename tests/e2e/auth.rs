@@ -354,11 +354,17 @@ async fn api_keys_claim_rules_and_spoofed_identity() {
             ("authorization", &bearer(&token)),
             ("x-user-id", "admin"),
             ("x-consumer", "admin"),
+            ("x_api_key", "unchecked"),
         ],
     ))
     .await;
     assert_eq!(spoofed.status, 200);
     let seen = &spoofed.json()["headers"];
+    assert_eq!(
+        seen["x_api_key"],
+        Value::Null,
+        "no unchecked credential goes on"
+    );
     assert_eq!(
         seen["x-user-id"],
         json!(["bob"]),
@@ -611,6 +617,34 @@ async fn tokens_come_from_cookies_or_the_query_and_the_identity_reaches_later_pl
     ))
     .await;
     assert_eq!(bearer_only.status, 401, "only the configured sources count");
+
+    // A second copy an upstream would read is refused, however it is spelt.
+    let forged = sign(
+        Algorithm::HS256,
+        &json!({ "sub": "root", "exp": now() + 600 }),
+    );
+    for (url, cookie) in [
+        (
+            format!("/x?access_token={token};access_token={forged}"),
+            String::new(),
+        ),
+        (
+            format!("/x?access_token={token}&access.token={forged}"),
+            String::new(),
+        ),
+        (
+            "/x".to_string(),
+            format!("session={token}; session ={forged}"),
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = if cookie.is_empty() {
+            vec![]
+        } else {
+            vec![("cookie", cookie.as_str())]
+        };
+        let reply = send(request(&gw.url(&url), &headers)).await;
+        assert_eq!(reply.status, 401, "{url} {cookie}");
+    }
 }
 
 #[tokio::test]

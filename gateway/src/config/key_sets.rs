@@ -202,15 +202,14 @@ impl KeySetConfig {
         }
         // Floors, so that no setting makes the gateway hammer a provider.
         for (field, duration, floor) in [
-            ("refresh", self.refresh, 1),
-            ("min_refresh_interval", self.min_refresh_interval, 1),
-            ("fetch_timeout", self.fetch_timeout, 0),
-            ("cache_ttl", self.cache_ttl, 1),
+            ("refresh", self.refresh, "1s"),
+            ("min_refresh_interval", self.min_refresh_interval, "1s"),
+            ("fetch_timeout", self.fetch_timeout, "100ms"),
+            ("cache_ttl", self.cache_ttl, "1s"),
         ] {
-            if duration.0.is_zero() {
-                problems.push((field.into(), "must be more than 0".into()));
-            } else if duration.0.as_secs() < floor {
-                problems.push((field.into(), format!("must be at least {floor}s")));
+            let floor = HumanDuration::parse(floor).map_or(std::time::Duration::ZERO, |d| d.0);
+            if duration.0 < floor {
+                problems.push((field.into(), format!("must be at least {floor:?}")));
             }
         }
         if self.cache_tokens > MAX_CACHED_TOKENS {

@@ -66,6 +66,20 @@ impl Fetcher {
         Ok(())
     }
 
+    /// Whether `upstreams` holds this fetcher's pool with the same config
+    /// (always, for a URL).
+    pub fn same_pool(&self, upstreams: &[Arc<Upstream>]) -> bool {
+        match self {
+            Self::Url { .. } => true,
+            Self::Pool { upstream, .. } => {
+                let current = upstream.load();
+                upstreams
+                    .iter()
+                    .any(|u| u.name == current.name && u.config == current.config)
+            }
+        }
+    }
+
     /// The keys of the JWKS fetched now.
     pub async fn fetch(&self, timeout: Duration) -> Result<Vec<load::Key>, String> {
         let limit = load::MAX_DOCUMENT_BYTES;

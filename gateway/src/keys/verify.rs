@@ -137,10 +137,15 @@ pub fn verify(token: &str, keys: &[Key], allowed: &[Algorithm]) -> Result<Verifi
     }
     // Each try is a public-key operation: a token that names no key gets
     // one only when the set leaves no choice.
-    if fitting.len() > MAX_TRIED || (parts.kid.is_none() && fitting.len() > 1) {
+    if parts.kid.is_none() && fitting.len() > 1 {
         return Err(VerifyError::Malformed(
             "the token names no kid and the key set holds several keys".into(),
         ));
+    }
+    if fitting.len() > MAX_TRIED {
+        return Err(VerifyError::Malformed(format!(
+            "more than {MAX_TRIED} keys share the token's kid"
+        )));
     }
     let mut checked = false;
     for key in fitting {

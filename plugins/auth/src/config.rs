@@ -153,9 +153,11 @@ impl Config {
         if self.jwt.is_none() && self.api_keys.is_none() {
             return Err("configure `jwt`, `api_keys` or both".into());
         }
-        // Headers that carry credentials: an identity header of the same
-        // name would be removed before the credential is read.
-        let mut credentials = vec!["authorization".to_string(), "cookie".to_string()];
+        // Names compared as upstreams compare them (any case, `_` for `-`).
+        use crate::credentials::normal;
+        // Headers that carry credentials, or that the gateway or upstreams
+        // rely on: an identity header may be none of them.
+        let mut reserved: Vec<String> = RESERVED_HEADERS.iter().map(|h| normal(h)).collect();
         for sources in [
             self.jwt.as_ref().map(|j| &j.from),
             self.api_keys.as_ref().map(|k| &k.from),
@@ -165,7 +167,7 @@ impl Config {
         {
             for source in sources {
                 if let Source::Header(name) = source {
-                    credentials.push(name.clone());
+                    reserved.push(normal(name));
                 }
             }
         }
@@ -175,11 +177,34 @@ impl Config {
                 identity.push((format!("jwt.claims_to_headers.{claim}"), header));
             }
         }
+        let mut taken: Vec<String> = Vec::new();
         for (field, header) in identity {
-            if credentials.contains(header) {
+            let name = normal(header);
+            if reserved.contains(&name) || name.starts_with("x-forwarded-") {
                 return Err(format!(
-                    "{field}: `{header}` carries credentials; the plugin sets and removes identity headers, so pick another name"
+                    "{field}: `{header}` carries credentials or routing facts; the plugin sets and removes identity headers, so pick another name"
                 ));
+            }
+            if taken.contains(&name) {
+                return Err(format!(
+                    "{field}: `{header}` is set from another claim or the consumer already"
+                ));
+            }
+            taken.push(name);
+        }
+        if let Some(jwt) = &self.jwt {
+            // A set bound to its issuers: no other set may issue in their name.
+            let bound: Vec<&String> = jwt.key_sets.iter().flat_map(|s| &s.issuer).collect();
+            let unbound = jwt.key_sets.iter().any(|s| s.issuer.is_empty());
+            if !bound.is_empty() && unbound {
+                if jwt.issuer.is_empty() {
+                    return Err("jwt.issuer: some key sets name their issuer; give the others theirs here (or in their entries), or any issuer would pass with them".into());
+                }
+                if let Some(shared) = jwt.issuer.iter().find(|iss| bound.contains(iss)) {
+                    return Err(format!(
+                        "jwt.issuer: `{shared}` is bound to a key set of its own; listing it here lets the other sets issue it too"
+                    ));
+                }
             }
         }
         if let Some(jwt) = &self.jwt {
@@ -220,6 +245,22 @@ impl Config {
 }
 
 const MAX_LEEWAY_SECONDS: u64 = 3600;
+
+/// Headers an identity header may not be named after.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "forwarded",
+    "x-real-ip",
+    "x-request-id",
+];
 
 fn default_consumer_header() -> String {
     "x-consumer".into()

@@ -84,8 +84,9 @@ impl Verifier for HostKeys {
                 VerifyError::UnknownKey(kid) => format!("no key {kid}"),
                 VerifyError::BadSignature => "the signature does not match".into(),
                 VerifyError::Unavailable(why) => {
-                    // Which sets exist is the operator's business, not the client's.
-                    log::warn(&why);
+                    // Which sets exist is the operator's business, not the
+                    // client's; the host logs failed fetches itself.
+                    log::debug(&why);
                     "the token cannot be checked now".into()
                 }
             })
@@ -169,16 +170,11 @@ impl Auth {
     /// (spelt with `_` too: CGI-style upstreams read `x_consumer` as
     /// `x-consumer`), and the context values it sets.
     pub fn forget_identity(&self, req: &mut Request) {
-        let headers = req.headers_mut();
         let mut names = vec![self.cfg.consumer_header.as_str()];
         if let Some(jwt) = &self.cfg.jwt {
             names.extend(jwt.claims_to_headers.iter().map(|(_, h)| h.as_str()));
         }
-        for name in names {
-            for spelling in credentials::spellings(name) {
-                headers.remove(&spelling);
-            }
-        }
+        credentials::remove_headers(req, &names);
         let context = req.context();
         context.remove("consumer");
         context.remove("auth");
@@ -205,13 +201,8 @@ impl Auth {
         if let Some(jwt) = &self.cfg.jwt {
             let token = credentials::find(req, &jwt.from).map_err(bearer)?;
             if let Some(token) = token {
-                let (claims, set) = verify(jwt, keys, &token.value).map_err(bearer)?;
-                let issuer = if set.issuer.is_empty() {
-                    &jwt.issuer
-                } else {
-                    &set.issuer
-                };
-                claims::check(&claims, jwt, issuer, now).map_err(|denial| match denial {
+                let claims = verify(jwt, keys, &token.value).map_err(bearer)?;
+                claims::check(&claims, jwt, now).map_err(|denial| match denial {
                     Denial::Unauthorized(message) => bearer(message),
                     Denial::Forbidden(message) => Refusal {
                         status: 403,
@@ -285,8 +276,15 @@ impl Auth {
                 }
             }
         }
+        // Every credential this route reads, not only the one used: an
+        // unchecked second one must not reach the upstream either.
         if !self.cfg.keep_credentials {
-            credentials::remove(req, &identity.credential);
+            if let Some(jwt) = &self.cfg.jwt {
+                credentials::remove_all(req, &jwt.from);
+            }
+            if let Some(api_keys) = &self.cfg.api_keys {
+                credentials::remove_all(req, &api_keys.from);
+            }
         }
     }
 
@@ -324,22 +322,30 @@ impl Auth {
     }
 }
 
-/// The claims of `token` and the key set that verified it (the first that
-/// does); when none does, the first set's reason.
-fn verify<'a>(
-    jwt: &'a config::JwtConfig,
+/// The claims of `token` from the first key set that verifies it and may
+/// issue its `iss` (a set's own `issuer`, else the route's); when none
+/// does, the first set's reason.
+fn verify(
+    jwt: &config::JwtConfig,
     keys: &dyn Verifier,
     token: &str,
-) -> Result<(Map<String, Value>, &'a config::KeySetRef), String> {
+) -> Result<Map<String, Value>, String> {
     let mut first_error = None;
     for set in &jwt.key_sets {
-        match keys.verify(&set.set, token) {
-            Ok(claims) => {
-                return match serde_json::from_str::<Value>(&claims) {
-                    Ok(Value::Object(claims)) => Ok((claims, set)),
-                    _ => Err("the claims are not a JSON object".into()),
-                };
-            }
+        let outcome = keys.verify(&set.set, token).and_then(|claims| {
+            let Ok(Value::Object(claims)) = serde_json::from_str::<Value>(&claims) else {
+                return Err("the claims are not a JSON object".to_string());
+            };
+            let issuers = if set.issuer.is_empty() {
+                &jwt.issuer
+            } else {
+                &set.issuer
+            };
+            claims::check_issuer(&claims, issuers)?;
+            Ok(claims)
+        });
+        match outcome {
+            Ok(claims) => return Ok(claims),
             Err(error) => {
                 first_error.get_or_insert(error);
             }

@@ -13,8 +13,9 @@ use crate::plugin::host::HostState;
 
 pub struct Keys;
 
-/// The sets one plugin was granted, by name.
-pub struct GrantedSets(Vec<(String, Arc<KeySet>)>);
+/// The sets one plugin was granted, by name; `None` for a set whose config
+/// failed to load (reported on its own: the grant itself is fine).
+pub struct GrantedSets(Vec<(String, Option<Arc<KeySet>>)>);
 
 impl HostService for Keys {
     const GRANT: &'static str = "keys";
@@ -31,6 +32,7 @@ impl HostService for Keys {
         for name in names {
             // Its own error says why; one about the grant would mislead.
             if resources.broken_key_sets.contains(&name) {
+                sets.push((name, None));
                 continue;
             }
             let Some(set) = resources.key_sets.get(&name) else {
@@ -44,7 +46,7 @@ impl HostService for Keys {
                     )
                 });
             };
-            sets.push((name, set.clone()));
+            sets.push((name, Some(set.clone())));
         }
         Ok(GrantedSets(sets))
     }
@@ -62,7 +64,7 @@ impl keys::Host for HostState {
         token: String,
     ) -> wasmtime::Result<Result<keys::VerifiedToken, keys::VerifyError>> {
         let sets = super::shared::<Keys>(&self.granted).ok_or(NotGranted(Keys::INTERFACE))?;
-        let Some((_, set)) = sets.0.iter().find(|(name, _)| *name == key_set) else {
+        let Some((_, Some(set))) = sets.0.iter().find(|(name, _)| *name == key_set) else {
             return Ok(Err(keys::VerifyError::Unavailable(format!(
                 "key set \"{}\" is not granted to this plugin",
                 key_set.chars().take(64).collect::<String>()
