@@ -11,6 +11,10 @@
 //! response hook reading the request, each against the same chain of
 //! plugins whose hooks run and do nothing.
 //!
+//! A `waiting` group prices the ways a hook can wait on the host: the
+//! synchronous path, a fiber (the async path), and two synchronous hooks
+//! (what a two-phase contract would cost at least).
+//!
 //! `cargo bench --workspace --bench plugin_hooks`. The pooled/fresh figures
 //! behind the choice in `gateway/src/plugin/chain.rs` come from here.
 
@@ -20,6 +24,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use gateway::body;
 use gateway::config::ByteSize;
+use gateway::config::state::StateConfig;
 use gateway::plugin::PluginRuntime;
 use gateway::plugin::chain::ChainEntry;
 use gateway::plugin::exchange::{Exchange, Message};
@@ -27,8 +32,9 @@ use gateway::plugin::instance::Instance;
 use gateway::plugin::limits::Limits;
 use gateway::plugin::request_context::RequestHead;
 use gateway::plugin::runtime::LoadedPlugin;
-use gateway::plugin::services::Granted;
+use gateway::plugin::services::{self, Granted, Resources};
 use gateway::plugin::{Chain, RequestContext, RequestFlow};
+use gateway::state::StateStore;
 use http::HeaderValue;
 
 const LIMITS: Limits = Limits {
@@ -98,23 +104,23 @@ fn bench(c: &mut Criterion) {
         for headers in [10, 50] {
             // The transform's edits are idempotent, so one exchange serves every iteration.
             let mut exchange = exchange(headers);
-            let mut pooled =
-                Instance::new(plugin, &route, LIMITS, Arc::default()).expect("instance");
-            pooled.init(config).expect("init");
+            let mut pooled = rt.block_on(instance(plugin, &route, config, Arc::default()));
             group.bench_function(BenchmarkId::new(format!("{name}/pooled"), headers), |b| {
-                b.iter(|| pooled.on_request(&mut exchange).expect("hook"));
+                b.iter(|| rt.block_on(pooled.on_request(&mut exchange)).expect("hook"));
             });
             group.bench_function(BenchmarkId::new(format!("{name}/fresh"), headers), |b| {
                 b.iter(|| {
-                    let mut instance =
-                        Instance::new(plugin, &route, LIMITS, Arc::default()).expect("instance");
-                    instance.init(config).expect("init");
-                    instance.on_request(&mut exchange).expect("hook")
+                    rt.block_on(async {
+                        let mut fresh = instance(plugin, &route, config, Arc::default()).await;
+                        fresh.on_request(&mut exchange).await.expect("hook")
+                    })
                 });
             });
         }
     }
     group.finish();
+
+    waiting(c, &rt, &runtime, &built, &route);
 
     let mut group = c.benchmark_group("chain");
     group
@@ -150,13 +156,13 @@ fn bench(c: &mut Criterion) {
         let entries = plugins
             .into_iter()
             .map(|(plugin, config)| {
-                ChainEntry::new(
+                rt.block_on(ChainEntry::new(
                     plugin.clone(),
                     "users",
                     config.to_string(),
                     LIMITS,
                     Arc::<Granted>::default(),
-                )
+                ))
                 .expect("chain entry")
             })
             .collect();
@@ -165,6 +171,88 @@ fn bench(c: &mut Criterion) {
             b.iter(|| rt.block_on(request_and_response(&chain)));
         });
     }
+    group.finish();
+}
+
+async fn instance(
+    plugin: &LoadedPlugin,
+    route: &Arc<str>,
+    config: &str,
+    granted: Arc<Granted>,
+) -> Instance {
+    let mut instance = Instance::new(plugin, route, LIMITS, granted)
+        .await
+        .expect("instance");
+    instance.init(config).await.expect("init");
+    instance
+}
+
+/// The ways a hook could wait on the host (Redis, outbound calls), priced
+/// per request hook: the same no-op hook on the synchronous path, on a fiber
+/// (wasmtime's async path, which a plugin importing `state` takes), and
+/// called twice synchronously (the least a "return the work, resume in a
+/// second hook" contract would add); then the rate-limit plugin deciding
+/// in the in-process store, on its fiber.
+fn waiting(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    runtime: &PluginRuntime,
+    built: &std::path::Path,
+    route: &Arc<str>,
+) {
+    let mut group = c.benchmark_group("waiting");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let probe = runtime
+        .load("probe", &built.join("probe.wasm"))
+        .expect("probe");
+    // The same compiled plugin, marked as one whose hooks run on a fiber.
+    let on_fiber = LoadedPlugin {
+        name: probe.name.clone(),
+        path: probe.path.clone(),
+        sha256: probe.sha256.clone(),
+        loaded_at: probe.loaded_at,
+        pre: probe.pre.clone(),
+        services: Vec::new(),
+        waits: true,
+        request_hook: true.into(),
+        response_hook: true.into(),
+    };
+    let mut exchange = exchange(10);
+    let mut sync = rt.block_on(instance(&probe, route, "{}", Arc::default()));
+    group.bench_function("no-op/sync", |b| {
+        b.iter(|| rt.block_on(sync.on_request(&mut exchange)).expect("hook"));
+    });
+    let mut fiber = rt.block_on(instance(&on_fiber, route, "{}", Arc::default()));
+    group.bench_function("no-op/fiber", |b| {
+        b.iter(|| rt.block_on(fiber.on_request(&mut exchange)).expect("hook"));
+    });
+    group.bench_function("no-op/two-sync-hooks", |b| {
+        b.iter(|| {
+            rt.block_on(sync.on_request(&mut exchange)).expect("hook");
+            rt.block_on(sync.on_request(&mut exchange)).expect("hook")
+        });
+    });
+    let limiter = runtime
+        .load("rate-limit", &built.join("rate-limit.wasm"))
+        .expect("rate-limit");
+    let store = StateStore::new(&StateConfig::default()).expect("memory store");
+    let resources = Resources {
+        state: Some(Arc::new(store)),
+        ..Resources::default()
+    };
+    let grants = [("state".to_string(), serde_json::json!({}))].into();
+    let granted = Arc::new(services::configure(&grants, &resources).expect("grant"));
+    // A budget no benchmark run spends: every decision allows and records.
+    let config = r#"{"limits":[{"requests":1000000000,"per":"1s"}]}"#;
+    let mut limited = rt.block_on(instance(&limiter, route, config, granted));
+    group.bench_function("rate-limit/memory/fiber", |b| {
+        b.iter(|| {
+            rt.block_on(limited.on_request(&mut exchange))
+                .expect("hook")
+        });
+    });
     group.finish();
 }
 

@@ -76,12 +76,15 @@ fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<Full<Bytes
     match request.uri().path() {
         "/admin/plugins" => json_response(StatusCode::OK, &plugins(gateway)),
         "/admin/reloads" => json_response(StatusCode::OK, &reloads(gateway)),
+        "/admin/state" => json_response(StatusCode::OK, &state(gateway)),
         path => json_response(
             StatusCode::NOT_FOUND,
             &error(
                 404,
                 "not_found",
-                &format!("no admin endpoint {path}; try /admin/plugins or /admin/reloads"),
+                &format!(
+                    "no admin endpoint {path}; try /admin/plugins, /admin/reloads or /admin/state"
+                ),
             ),
         ),
     }
@@ -113,6 +116,15 @@ fn plugins(gateway: &Gateway) -> Value {
         })
         .collect();
     json!({ "plugins": list, "warnings": snapshot.warnings })
+}
+
+/// The shared counters' store: backend, decisions, refusals, failures.
+fn state(gateway: &Gateway) -> Value {
+    gateway
+        .snapshot()
+        .state
+        .as_ref()
+        .map_or(Value::Null, |store| store.status())
 }
 
 fn reloads(gateway: &Gateway) -> Value {

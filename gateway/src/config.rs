@@ -4,6 +4,7 @@ mod duration;
 pub mod key_sets;
 mod model;
 mod size;
+pub mod state;
 mod yaml;
 
 use std::collections::HashSet;
@@ -173,6 +174,9 @@ fn check(config: &Config) -> Vec<(String, String)> {
     check_server(&config.server, &mut problem);
     for (name, upstream) in &config.upstreams {
         check_upstream(&format!("upstreams.{name}"), upstream, &mut problem);
+    }
+    for (field, message) in config.state.problems() {
+        problem(join_field("state", &field), message);
     }
     for (name, set) in &config.key_sets {
         check_key_set(&format!("key_sets.{name}"), set, config, &mut problem);

@@ -21,6 +21,7 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod tunnel;
 pub mod upstream;
 

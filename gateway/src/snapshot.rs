@@ -13,6 +13,7 @@ use crate::plugin::runtime::LoadedPlugin;
 use crate::plugin::services::{self, Granted, Resources};
 use crate::plugin::{Chain, PluginError, PluginRuntime};
 use crate::routing::{Route, Router};
+use crate::state::StateStore;
 use crate::upstream::{Upstream, spawn_health_checks};
 
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct Snapshot {
     upstreams: Vec<Arc<Upstream>>,
     /// `key_sets:`, by name.
     pub key_sets: BTreeMap<String, Arc<KeySet>>,
+    /// Plugins' shared counters (`state:`); `None` if it could not be built.
+    pub state: Option<Arc<StateStore>>,
     /// The plugins the routes use, by name.
     pub plugins: BTreeMap<String, PluginInUse>,
     /// What built but deserves attention (a plugin file removed, say).
@@ -65,6 +68,7 @@ impl Snapshot {
         let mut built = Built::default();
         let key_sets = key_sets(config, &upstreams, previous, &mut built);
         let resources = Resources {
+            state: state_store(config, previous, &mut built),
             broken_key_sets: config
                 .key_sets
                 .keys()
@@ -106,6 +110,7 @@ impl Snapshot {
             router: Router::new(routes),
             upstreams,
             key_sets: resources.key_sets,
+            state: resources.state,
             plugins: built.plugins,
             warnings: built.warnings,
         })
@@ -193,7 +198,7 @@ async fn build_chain(
             serde_json::Value::Null => "{}".to_string(),
             value => value.to_string(),
         };
-        match ChainEntry::new(in_use.loaded, &route.name, json, limits, in_use.granted) {
+        match ChainEntry::new(in_use.loaded, &route.name, json, limits, in_use.granted).await {
             Ok(entry) => entries.push(entry),
             Err(PluginError::Refused { field, message }) => built.problems.push((
                 join_field(&format!("{at}.config"), &field),
@@ -311,6 +316,28 @@ fn key_sets(
         }
     }
     sets
+}
+
+/// The store of `state:`: the previous one while its config is unchanged, so
+/// counters survive reloads; a new one otherwise.
+fn state_store(
+    config: &Config,
+    previous: Option<&Snapshot>,
+    built: &mut Built,
+) -> Option<Arc<StateStore>> {
+    let kept = previous
+        .and_then(|p| p.state.as_ref())
+        .filter(|store| *store.config() == config.state);
+    if let Some(kept) = kept {
+        return Some(kept.clone());
+    }
+    match StateStore::new(&config.state) {
+        Ok(store) => Some(Arc::new(store)),
+        Err(message) => {
+            built.problems.push(("state".into(), message));
+            None
+        }
+    }
 }
 
 /// Builds every plugin's grants from `plugins.grants`, used by a route or

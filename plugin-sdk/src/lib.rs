@@ -41,7 +41,7 @@
 //! plain functions over these types and it can be unit-tested with
 //! `cargo test` on the host, on values built with [`Request::new`],
 //! [`Response::new`] and [`Response::with_request`]: only [`log`],
-//! [`env`] and [`keys`] need the real gateway.
+//! [`env`](mod@env), [`keys`] and [`state`] need the real gateway.
 
 #![deny(missing_docs)]
 
@@ -198,6 +198,30 @@ pub mod keys {
     /// the plugin could never use.
     pub fn granted(key_set: &str) -> bool {
         crate::bindings::gateway::plugin::keys::granted(key_set)
+    }
+}
+
+/// Shared counters for rate limits, in the store the operator chose
+/// (`state:` in the gateway's config: the gateway's memory, or Redis so that
+/// several gateways hold one limit): a host service a plugin must be granted
+/// (`plugins.grants.<plugin>.state: {}`). The host namespaces keys per
+/// plugin, so one plugin can neither read nor spend another's counters.
+///
+/// Only works inside the gateway: off-wasm (in `cargo test`) this panics, so
+/// keep the policy in functions that take the [`Decision`](state::Decision).
+/// A plugin that never calls it does not import it and needs no grant.
+pub mod state {
+    pub use crate::bindings::gateway::plugin::state::{Budget, Decision, Limit, StateError};
+
+    /// Decides and records in one atomic step (never read-then-write): the
+    /// request is allowed only when every limit allows it, and is then
+    /// counted against each; a refused request is counted against none.
+    /// [`Decision::budgets`] has one budget per limit, in the order given.
+    ///
+    /// The host refuses ([`StateError::Invalid`]) no limits or more than 16,
+    /// a zero `requests`, `period_ms` or `burst`, and a key over 512 bytes.
+    pub fn check_limits(limits: &[Limit]) -> Result<Decision, StateError> {
+        crate::bindings::gateway::plugin::state::check_limits(limits)
     }
 }
 

@@ -35,6 +35,9 @@ pub struct Config {
     /// Keys that signed tokens are verified with, by set name.
     #[serde(default)]
     pub key_sets: BTreeMap<String, super::key_sets::KeySetConfig>,
+    /// Where plugins' shared counters live (rate limits).
+    #[serde(default)]
+    pub state: super::state::StateConfig,
     /// Where this config came from, for errors found after parsing.
     #[serde(skip)]
     pub origin: Origin,

@@ -1,11 +1,16 @@
 //! Host-side bindings generated from `wit/plugin.wit`.
 
-// Hooks are called synchronously (see `wasi.rs` for why WASI allows it).
-// Imports may trap: a request-only call made from a response hook, say.
+// Hooks are called synchronously (see `wasi.rs` for why WASI allows it),
+// except those of plugins importing a host call that waits on the network
+// (`state`), which run on a fiber (see `instance.rs`). Imports may trap: a
+// request-only call made from a response hook, say.
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
-    imports: { default: trappable },
+    imports: {
+        "gateway:plugin/state.check-limits": async | trappable,
+        default: trappable,
+    },
 });
 
 pub use self::gateway::plugin::log::Level;

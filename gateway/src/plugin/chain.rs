@@ -71,7 +71,7 @@ pub struct ChainEntry {
 impl ChainEntry {
     /// Creates the first instance and runs `init`: a refused config fails here,
     /// at load, not on the first request.
-    pub fn new(
+    pub async fn new(
         plugin: Arc<LoadedPlugin>,
         route: &str,
         config: String,
@@ -79,8 +79,8 @@ impl ChainEntry {
         granted: Arc<Granted>,
     ) -> Result<Self, PluginError> {
         let route: Arc<str> = route.into();
-        let mut first = Instance::new(&plugin, &route, limits, granted.clone())?;
-        let capabilities = first.init(&config)?;
+        let mut first = Instance::new(&plugin, &route, limits, granted.clone()).await?;
+        let capabilities = first.init(&config).await?;
         Ok(Self {
             plugin,
             route,
@@ -100,11 +100,11 @@ impl ChainEntry {
     }
 
     /// An idle instance, or a new one when all are busy.
-    fn checkout(&self) -> Result<Instance, ProxyError> {
+    async fn checkout(&self) -> Result<Instance, ProxyError> {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         match idle {
             Some(instance) => Ok(instance),
-            None => self.new_instance().map_err(|e| self.error(e)),
+            None => self.new_instance().await.map_err(|e| self.error(e)),
         }
     }
 
@@ -125,14 +125,16 @@ impl ChainEntry {
     /// Runs one hook over `exchange` on a checked-out instance; only a
     /// successful instance goes back to the pool. An edit the plugin made
     /// that is not valid HTTP fails the request here.
-    fn run<R, T>(
+    async fn run<R, T>(
         &self,
         exchange: &mut Exchange,
-        hook: impl FnOnce(&mut Instance, &mut Exchange) -> Result<R, PluginError>,
+        hook: impl AsyncFnOnce(&mut Instance, &mut Exchange) -> Result<R, PluginError>,
         output: impl FnOnce(R) -> Result<T, PluginError>,
     ) -> Result<T, ProxyError> {
-        let mut instance = self.checkout()?;
-        let result = hook(&mut instance, exchange).map_err(|e| self.error(e))?;
+        let mut instance = self.checkout().await?;
+        let result = hook(&mut instance, exchange)
+            .await
+            .map_err(|e| self.error(e))?;
         // An instance whose output is not valid HTTP (an edit, or the answer
         // it returned) is dropped with whatever state led it there.
         if let Some(what) = exchange.invalid.take() {
@@ -150,10 +152,10 @@ impl ChainEntry {
         shown.store(false, Ordering::Relaxed);
     }
 
-    fn new_instance(&self) -> Result<Instance, PluginError> {
+    async fn new_instance(&self) -> Result<Instance, PluginError> {
         let mut instance =
-            Instance::new(&self.plugin, &self.route, self.limits, self.granted.clone())?;
-        instance.init(&self.config)?;
+            Instance::new(&self.plugin, &self.route, self.limits, self.granted.clone()).await?;
+        instance.init(&self.config).await?;
         Ok(instance)
     }
 
@@ -309,7 +311,7 @@ impl Chain {
         };
 
         let mut exchange = Exchange::new(Message::Request(parts), held, std::mem::take(context));
-        let outcome = self.request_hooks(&mut exchange);
+        let outcome = self.request_hooks(&mut exchange).await;
         *context = exchange.context.take().unwrap_or_default();
         let Message::Request(mut parts) = exchange.message else {
             unreachable!("hooks cannot change the kind of message");
@@ -363,7 +365,7 @@ impl Chain {
 
     /// The request hooks over `exchange`, in order: `Some` when one answered,
     /// with the number of plugins that ran.
-    fn request_hooks(
+    async fn request_hooks(
         &self,
         exchange: &mut Exchange,
     ) -> Result<Option<(Response<Body>, usize)>, HookFailure> {
@@ -382,6 +384,7 @@ impl Chain {
                     }
                     bindings::RequestAction::Respond(answer) => http_response(answer).map(Some),
                 })
+                .await
                 .map_err(failed)?;
             if let Some(response) = answer {
                 return Ok(Some((response, index + 1)));
@@ -419,7 +422,7 @@ impl Chain {
             })?);
         }
         let mut exchange = Exchange::new(Message::Response(parts), held, std::mem::take(context));
-        let outcome = Self::response_hooks(entries, &mut exchange);
+        let outcome = Self::response_hooks(entries, &mut exchange).await;
         *context = exchange.context.take().unwrap_or_default();
         outcome?;
         let Message::Response(mut parts) = exchange.message else {
@@ -434,13 +437,16 @@ impl Chain {
         ))
     }
 
-    fn response_hooks(entries: &[ChainEntry], exchange: &mut Exchange) -> Result<(), ProxyError> {
+    async fn response_hooks(
+        entries: &[ChainEntry],
+        exchange: &mut Exchange,
+    ) -> Result<(), ProxyError> {
         for entry in entries.iter().rev() {
             if !entry.response_hook.load(Ordering::Relaxed) {
                 continue;
             }
             exchange.body_visible = entry.capabilities.response_body;
-            let action = entry.run(exchange, Instance::on_response, Ok)?;
+            let action = entry.run(exchange, Instance::on_response, Ok).await?;
             if let bindings::ResponseAction::NotImplemented = action {
                 ChainEntry::skip_hook(&entry.response_hook, &entry.plugin.response_hook);
             }

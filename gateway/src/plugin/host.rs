@@ -93,6 +93,13 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// The plugin's name: host services keep its data apart under it.
+    pub fn plugin_name(&self) -> &Arc<str> {
+        &self.plugin
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

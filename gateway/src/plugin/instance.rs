@@ -1,5 +1,11 @@
 //! One sandboxed plugin instance: its store, and `init` and hook calls
 //! under its limits, with failures sorted into what they were.
+//!
+//! Calls are synchronous, except for plugins importing a host call that
+//! waits on the network (`LoadedPlugin::waits`): theirs run on a fiber
+//! (wasmtime's async path) that is suspended while the host awaits, so the
+//! gateway's thread serves other requests meanwhile. Synchronous calls cost
+//! less (see docs/plugins.md, "Host calls that wait").
 
 use std::sync::Arc;
 
@@ -19,10 +25,12 @@ pub struct Instance {
     store: Store<HostState>,
     plugin: bindings::Plugin,
     limits: Limits,
+    /// Calls run on the async path.
+    waits: bool,
 }
 
 impl Instance {
-    pub fn new(
+    pub async fn new(
         loaded: &LoadedPlugin,
         route: &Arc<str>,
         limits: Limits,
@@ -33,24 +41,33 @@ impl Instance {
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut cx| Ok(cx.data_mut().clock.update()));
         start_call(&mut store, limits.for_init());
-        let plugin = loaded
-            .pre
-            .instantiate(&mut store)
+        let plugin = if loaded.waits {
+            loaded.pre.instantiate_async(&mut store).await
+        } else {
+            loaded.pre.instantiate(&mut store)
+        };
+        let plugin = plugin
             .map_err(|e| classify(&store, e, |e| PluginError::Instantiate(format!("{e:#}"))))?;
         Ok(Self {
             store,
             plugin,
             limits,
+            waits: loaded.waits,
         })
     }
 
     /// Passes the route's config; the plugin may refuse it.
-    pub fn init(&mut self, config: &str) -> Result<Capabilities, PluginError> {
+    pub async fn init(&mut self, config: &str) -> Result<Capabilities, PluginError> {
         start_call(&mut self.store, self.limits.for_init());
-        let result = self
-            .plugin
-            .gateway_plugin_hooks()
-            .call_init(&mut self.store, config);
+        let hooks = self.plugin.gateway_plugin_hooks();
+        let result = if self.waits {
+            let init = hooks.func_init();
+            init.call_async(&mut self.store, (config,))
+                .await
+                .map(|(r,)| r)
+        } else {
+            hooks.call_init(&mut self.store, config)
+        };
         self.outcome(result)?
             .map_err(|refused| PluginError::Refused {
                 field: refused.field,
@@ -60,30 +77,47 @@ impl Instance {
 
     /// Runs the request hook over `exchange`, which the plugin reads and
     /// edits through its imports while the call lasts.
-    pub fn on_request(&mut self, exchange: &mut Exchange) -> Result<RequestAction, PluginError> {
-        self.hook(exchange, |plugin, store| {
-            plugin.gateway_plugin_hooks().call_on_request(store)
-        })
+    pub async fn on_request(
+        &mut self,
+        exchange: &mut Exchange,
+    ) -> Result<RequestAction, PluginError> {
+        self.lend(exchange);
+        let hooks = self.plugin.gateway_plugin_hooks();
+        let result = if self.waits {
+            let hook = hooks.func_on_request();
+            hook.call_async(&mut self.store, ()).await.map(|(r,)| r)
+        } else {
+            hooks.call_on_request(&mut self.store)
+        };
+        self.take_back(exchange);
+        self.outcome(result)
     }
 
     /// Runs the response hook over `exchange`, as `on_request` does.
-    pub fn on_response(&mut self, exchange: &mut Exchange) -> Result<ResponseAction, PluginError> {
-        self.hook(exchange, |plugin, store| {
-            plugin.gateway_plugin_hooks().call_on_response(store)
-        })
+    pub async fn on_response(
+        &mut self,
+        exchange: &mut Exchange,
+    ) -> Result<ResponseAction, PluginError> {
+        self.lend(exchange);
+        let hooks = self.plugin.gateway_plugin_hooks();
+        let result = if self.waits {
+            let hook = hooks.func_on_response();
+            hook.call_async(&mut self.store, ()).await.map(|(r,)| r)
+        } else {
+            hooks.call_on_response(&mut self.store)
+        };
+        self.take_back(exchange);
+        self.outcome(result)
     }
 
     /// Lends `exchange` to the store for one hook call under the limits.
-    fn hook<R>(
-        &mut self,
-        exchange: &mut Exchange,
-        call: impl FnOnce(&bindings::Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginError> {
+    fn lend(&mut self, exchange: &mut Exchange) {
         start_call(&mut self.store, self.limits);
         std::mem::swap(&mut self.store.data_mut().exchange, exchange);
-        let result = call(&self.plugin, &mut self.store);
+    }
+
+    fn take_back(&mut self, exchange: &mut Exchange) {
         std::mem::swap(&mut self.store.data_mut().exchange, exchange);
-        self.outcome(result)
     }
 
     fn outcome<R>(&self, result: wasmtime::Result<R>) -> Result<R, PluginError> {

@@ -143,6 +143,13 @@ pub struct CallClock {
 }
 
 /// Which limit a call ran past.
+/// Where a call's clock stood when it began waiting on the host.
+#[derive(Debug, Clone, Copy)]
+pub struct Paused {
+    at: Instant,
+    cpu_used: Option<Duration>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overrun {
     Cpu,
@@ -192,6 +199,29 @@ impl CallClock {
                 self.overrun = Some(which);
                 UpdateDeadline::Interrupt
             }
+        }
+    }
+
+    /// The call waits on the host (a store's answer): neither its wall time
+    /// nor the CPU of the thread it resumes on is the plugin's.
+    pub fn pause(&self) -> Paused {
+        Paused {
+            at: Instant::now(),
+            cpu_used: self.first_tick.map(|(cpu_at_first, before)| {
+                before + thread_cpu_time().saturating_sub(cpu_at_first)
+            }),
+        }
+    }
+
+    /// The wait is over: the clock goes on from where `pause` left it, on
+    /// whichever thread the call resumed.
+    pub fn resume(&mut self, paused: Paused) {
+        self.started = self
+            .started
+            .checked_add(paused.at.elapsed())
+            .unwrap_or(self.started);
+        if let Some(used) = paused.cpu_used {
+            self.first_tick = Some((thread_cpu_time(), used));
         }
     }
 

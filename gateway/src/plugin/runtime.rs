@@ -28,6 +28,8 @@ pub struct LoadedPlugin {
     pub pre: PluginPre<HostState>,
     /// Grant keys of the host services the component imports.
     pub services: Vec<&'static str>,
+    /// One of them may wait on the network: hooks run on the async path.
+    pub waits: bool,
     /// Cleared when the plugin says it has no such hook; it is then skipped.
     pub request_hook: std::sync::atomic::AtomicBool,
     pub response_hook: std::sync::atomic::AtomicBool,
@@ -71,6 +73,8 @@ impl PluginRuntime {
             .total_core_instances(max_instances.saturating_mul(4))
             .total_memories(max_instances.saturating_mul(2))
             .total_tables(max_instances.saturating_mul(4))
+            // A stack per call on the async path: at most one call per instance.
+            .total_stacks(max_instances)
             .max_memory_size(crate::config::MAX_PLUGIN_MEMORY.0 as usize);
         let mut config = Config::new();
         config
@@ -168,6 +172,7 @@ impl PluginRuntime {
             sha256,
             loaded_at: std::time::SystemTime::now(),
             pre,
+            waits: services.iter().any(|key| services::waits(key)),
             services,
             request_hook: std::sync::atomic::AtomicBool::new(true),
             response_hook: std::sync::atomic::AtomicBool::new(true),

@@ -14,6 +14,7 @@
 
 pub mod env;
 pub mod keys;
+pub mod state;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ pub use super::host::Granted;
 use super::host::HostState;
 use crate::config::join_field;
 use crate::keys::KeySet;
+use crate::state::StateStore;
 
 /// A service a plugin must be granted.
 pub trait HostService: 'static {
@@ -34,6 +36,9 @@ pub trait HostService: 'static {
     const GRANT: &'static str;
     /// The WIT interface it provides, without version (`gateway:plugin/env`).
     const INTERFACE: &'static str;
+    /// Whether its calls may wait on the network: a plugin importing it then
+    /// runs its hooks on the async path (see `Instance`).
+    const WAITS: bool = false;
     /// What the operator writes under the key.
     type Grant: DeserializeOwned;
     /// Built once per snapshot from one plugin's grant; shared by that
@@ -53,18 +58,22 @@ pub struct Resources {
     pub key_sets: BTreeMap<String, Arc<KeySet>>,
     /// Key sets in the config that could not be built (already reported).
     pub broken_key_sets: Vec<String>,
+    /// The shared counters (`state:`); `None` when it could not be built.
+    pub state: Option<Arc<StateStore>>,
 }
 
 /// Every host service the gateway offers.
 pub static ALL: &[&dyn Service] = &[
     &Registered::<env::Env>(PhantomData),
     &Registered::<keys::Keys>(PhantomData),
+    &Registered::<state::State>(PhantomData),
 ];
 
 /// A `HostService` with its types erased, so that `ALL` can list them.
 pub trait Service: Sync {
     fn grant_key(&self) -> &'static str;
     fn interface(&self) -> &'static str;
+    fn waits(&self) -> bool;
     fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()>;
     /// The grant's problem, with the path inside it (`[2]`) when there is one.
     fn configure(
@@ -82,6 +91,9 @@ impl<S: HostService> Service for Registered<S> {
     }
     fn interface(&self) -> &'static str {
         S::INTERFACE
+    }
+    fn waits(&self) -> bool {
+        S::WAITS
     }
     fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         S::link(linker)
@@ -178,6 +190,11 @@ pub fn interface_of(key: &str) -> Option<&'static str> {
     by_key(key).map(|s| s.interface())
 }
 
+/// Whether the service granted by `key` may wait on the network.
+pub fn waits(key: &str) -> bool {
+    by_key(key).is_some_and(|s| s.waits())
+}
+
 /// Builds one plugin's grants from `plugins.grants.<plugin>`; problems come
 /// back as (path below the plugin's key, message).
 pub fn configure(
@@ -224,6 +241,10 @@ mod tests {
             classify("gateway:plugin/keys@0.3.0"),
             Import::Service("keys")
         );
+        assert_eq!(
+            classify("gateway:plugin/state@0.3.0"),
+            Import::Service("state")
+        );
         assert_eq!(classify("wasi:sockets/tcp@0.2.6"), Import::Never);
         assert_eq!(classify("wasi:http/outgoing-handler@0.2.6"), Import::Never);
         assert_eq!(
@@ -242,12 +263,14 @@ mod tests {
         let none = Resources::default();
         let ok = configure(&grants(serde_json::json!({ "env": ["HOME"] })), &none);
         assert!(ok.is_ok_and(|g| g.has("env") && shared::<env::Env>(&g).is_some()));
-        let unknown = configure(&grants(serde_json::json!({ "state": {} })), &none);
+        let unknown = configure(&grants(serde_json::json!({ "counters": {} })), &none);
         let problems = unknown.err().unwrap_or_default();
         assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].0, "state");
+        assert_eq!(problems[0].0, "counters");
         assert!(
-            problems[0].1.contains("the gateway grants: env, keys"),
+            problems[0]
+                .1
+                .contains("the gateway grants: env, keys, state"),
             "{problems:?}"
         );
         let bad = configure(&grants(serde_json::json!({ "env": ["OK", 7] })), &none);

@@ -14,6 +14,7 @@ pub const ALL: &[&str] = &[
     "transform",
     "cors",
     "auth",
+    "rate-limit",
     "probe",
     "next-major",
     "stamp-v1",

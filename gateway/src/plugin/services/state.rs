@@ -1,0 +1,88 @@
+//! `gateway:plugin/state`: rate-limit decisions in the gateway's shared
+//! store (`state:` in config: memory or Redis). Granted as
+//! `plugins.grants.<plugin>.state: {}`. Keys are stored under the plugin's
+//! name, so plugins cannot touch each other's counters.
+//!
+//! The call may wait on Redis, so it is an async import: a plugin that
+//! imports it runs its hooks on wasmtime's async path (a fiber that is
+//! suspended while the store answers, holding no gateway thread), while
+//! every other plugin keeps the synchronous path. See docs/plugins.md,
+//! "Host calls that wait", for the measurements behind that choice.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{HostService, NotGranted, Resources};
+use crate::plugin::bindings::gateway::plugin::state;
+use crate::plugin::host::HostState;
+use crate::state::{Limit, StateError, StateStore};
+
+pub struct State;
+
+/// Nothing to choose yet: the grant is `state: {}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateGrant {}
+
+impl HostService for State {
+    const GRANT: &'static str = "state";
+    const INTERFACE: &'static str = "gateway:plugin/state";
+    const WAITS: bool = true;
+    type Grant = StateGrant;
+    type Shared = Arc<StateStore>;
+
+    fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        state::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+    }
+
+    fn configure(_grant: StateGrant, resources: &Resources) -> Result<Arc<StateStore>, String> {
+        resources
+            .state
+            .clone()
+            .ok_or_else(|| "the gateway's state store could not be built (see `state:`)".into())
+    }
+}
+
+impl state::Host for HostState {
+    async fn check_limits(
+        &mut self,
+        limits: Vec<state::Limit>,
+    ) -> wasmtime::Result<Result<state::Decision, state::StateError>> {
+        let store = super::shared::<State>(&self.granted)
+            .ok_or(NotGranted(State::INTERFACE))?
+            .clone();
+        let limits: Vec<Limit> = limits
+            .into_iter()
+            .map(|l| Limit {
+                key: l.key,
+                requests: l.requests,
+                period_ms: l.period_ms,
+                burst: l.burst,
+            })
+            .collect();
+        let namespace = self.plugin_name().clone();
+        // Time spent waiting on the store is not the plugin's to pay for.
+        let paused = self.clock.pause();
+        let result = store.check(&namespace, &limits).await;
+        self.clock.resume(paused);
+        Ok(match result {
+            Ok(decision) => Ok(state::Decision {
+                allowed: decision.allowed,
+                retry_after_ms: decision.retry_after_ms,
+                budgets: decision
+                    .budgets
+                    .into_iter()
+                    .map(|b| state::Budget {
+                        limit: b.limit,
+                        remaining: b.remaining,
+                        reset_ms: b.reset_ms,
+                    })
+                    .collect(),
+            }),
+            Err(StateError::Unavailable(why)) => Err(state::StateError::Unavailable(why)),
+            Err(StateError::Invalid(why)) => Err(state::StateError::Invalid(why)),
+        })
+    }
+}

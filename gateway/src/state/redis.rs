@@ -1,0 +1,109 @@
+//! The Redis store: one Lua script per decision (sent by its SHA with
+//! `EVALSHA`, loaded once when Redis does not know it), so reading,
+//! deciding and writing are one atomic step and one round trip, over one
+//! multiplexed connection that reconnects by itself. Redis's own clock is
+//! used, so gateways whose clocks differ still share one budget.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::StateError;
+use super::gcra::{self, Decision, Limit, Params};
+
+/// KEYS: one per limit. ARGV: each limit's interval and tolerance (µs).
+/// Returns Redis's time (µs) and each key's stored arrival time (0 when
+/// none); stores the new ones only when every limit allows. The same rule
+/// as `gcra::decide`, which turns the reply into the decision.
+const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local reply = { now }
+local next = {}
+local allowed = true
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local tolerance = tonumber(ARGV[2 * i])
+  local stored = tonumber(redis.call('GET', key) or '0')
+  reply[i + 1] = stored
+  local arrival = math.max(stored, now)
+  next[i] = arrival + interval
+  if next[i] - now > tolerance then allowed = false end
+end
+if allowed then
+  for i, key in ipairs(KEYS) do
+    local ttl = math.max(1, math.ceil((next[i] - now) / 1000))
+    redis.call('SET', key, string.format('%d', next[i]), 'PX', string.format('%d', ttl))
+  end
+end
+return reply
+";
+
+pub struct RedisStore {
+    client: redis::Client,
+    timeout: Duration,
+    script: redis::Script,
+    /// Made on first use, inside the runtime; connects lazily.
+    connection: OnceLock<ConnectionManager>,
+}
+
+impl RedisStore {
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("bad Redis URL: {e}"))?;
+        Ok(Self {
+            client,
+            timeout,
+            script: redis::Script::new(SCRIPT),
+            connection: OnceLock::new(),
+        })
+    }
+
+    fn connection(&self) -> Result<ConnectionManager, StateError> {
+        if let Some(connection) = self.connection.get() {
+            return Ok(connection.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let made = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            .map_err(|e| StateError::Unavailable(format!("redis: {e}")))?;
+        Ok(self.connection.get_or_init(|| made).clone())
+    }
+
+    pub async fn check(&self, namespace: &str, limits: &[Limit]) -> Result<Decision, StateError> {
+        let mut connection = self.connection()?;
+        let mut call = self.script.prepare_invoke();
+        for limit in limits {
+            call.key(format!("gw:rl:{namespace}:{}", limit.key));
+        }
+        for limit in limits {
+            let params = Params::of(limit);
+            call.arg(params.interval).arg(params.tolerance);
+        }
+        let reply: Vec<u64> =
+            tokio::time::timeout(self.timeout, call.invoke_async(&mut connection))
+                .await
+                .map_err(|_| {
+                    StateError::Unavailable(format!(
+                        "redis did not answer within {:?}",
+                        self.timeout
+                    ))
+                })?
+                .map_err(|e| StateError::Unavailable(format!("redis: {e}")))?;
+        let Some((&now, stored)) = reply.split_first() else {
+            return Err(StateError::Unavailable(
+                "redis: an empty reply to the script".into(),
+            ));
+        };
+        if stored.len() != limits.len() {
+            return Err(StateError::Unavailable(
+                "redis: a reply of the wrong length".into(),
+            ));
+        }
+        let stored: Vec<Option<u64>> = stored.iter().map(|&t| (t > 0).then_some(t)).collect();
+        Ok(gcra::decide(now, limits, &stored).0)
+    }
+}
