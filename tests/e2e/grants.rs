@@ -114,11 +114,11 @@ async fn grants_are_checked_like_the_rest_of_the_config() {
     );
 
     // A service that does not exist, or a grant of the wrong shape, points at its line.
-    let unknown = "  grants:\n    probe:\n      state: {}\n";
+    let unknown = "  grants:\n    probe:\n      storage: {}\n";
     let (ok, text) = plugins.validate(&config(&plugins, &svc, unknown, route));
     assert!(!ok);
     assert!(
-        text.starts_with("FILE:6: plugins.grants.probe.state: no host service is named \"state\"; the gateway grants: env"),
+        text.starts_with("FILE:6: plugins.grants.probe.storage: no host service is named \"storage\"; the gateway grants: env"),
         "{text}"
     );
     // Whether or not a route uses the plugin, and once however many do.

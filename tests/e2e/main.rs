@@ -17,6 +17,7 @@ mod plugin_context;
 mod plugins;
 mod protocols;
 mod proxy_headers;
+mod rate_limit;
 mod reload;
 mod routing;
 mod shutdown;

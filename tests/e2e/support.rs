@@ -4,12 +4,14 @@ pub mod backend;
 pub mod client;
 pub mod gateway;
 pub mod plugins;
+pub mod redis;
 pub mod tokens;
 
 pub use backend::Backend;
 pub use client::{get, raw, send};
 pub use gateway::Gateway;
 pub use plugins::PluginDir;
+pub use redis::{Redis, SlowProxy};
 
 /// An `upstreams:` entry with these backends as targets and extra settings.
 pub fn upstream(name: &str, backends: &[&Backend], extra: &str) -> String {

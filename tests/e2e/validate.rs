@@ -27,7 +27,7 @@ fn the_shipped_configs_are_valid() {
     // Both name shipped plugins in plugins/dist, as the demo installs them.
     let built = build_plugins::build_all().unwrap_or_else(|e| panic!("{e}"));
     let dist = build_plugins::workspace_root().join("plugins/dist");
-    build_plugins::install(&built, &dist, &["transform", "cors", "auth"])
+    build_plugins::install(&built, &dist, &["transform", "cors", "auth", "rate-limit"])
         .unwrap_or_else(|e| panic!("{e}"));
     for file in ["example.yaml", "demo.yaml"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -53,7 +53,7 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "lisen: 0.0.0.0:80\n",
-            "FILE:1: lisen: unknown field `lisen`, expected one of `listen`, `admin`, `plugins`, `server`, `reload`, `upstreams`, `routes`, `key_sets`\n",
+            "FILE:1: lisen: unknown field `lisen`, expected one of `listen`, `admin`, `plugins`, `server`, `reload`, `upstreams`, `routes`, `key_sets`, `state`\n",
         ),
         (
             &format!("{POOL}routes:\n  - name: a\n    upstream: users\n    timeout: 5\n"),
