@@ -19,6 +19,8 @@ ROWS = [
     ("gateway-transform", "gateway + transform plugin"),
     ("gateway-3-plugins", "gateway + transform + 2 no-op plugins"),
     ("haproxy-rules", "HAProxy doing the transform's work natively"),
+    ("gateway-ratelimit", "gateway + rate-limit plugin, in-process store"),
+    ("gateway-ratelimit-redis", "gateway + rate-limit plugin, Redis on loopback"),
 ] + [
     (f"gateway-jwt-{alg}{variant}", f"gateway + {alg.upper()} JWT, {label}")
     for alg in ("hs256", "rs256", "es256")
@@ -89,6 +91,13 @@ def targets(results):
     if plain and chain:
         lines.append(f"- three-plugin chain vs no-plugin gateway: {chain['rps'] / plain['rps']:.2f}x "
                      f"(target >= 0.8)")
+    for name, store in (("gateway-ratelimit", "in-process"), ("gateway-ratelimit-redis", "Redis")):
+        limited = results.get(name)
+        if plain and limited:
+            lines.append(f"- rate-limited route ({store} store) vs no-plugin gateway: "
+                         f"{limited['rps'] / plain['rps']:.2f}x requests/s; CPU per request "
+                         f"{1e6 / limited['rps']:.2f} us vs {1e6 / plain['rps']:.2f} us "
+                         f"(+{1e6 / limited['rps'] - 1e6 / plain['rps']:.2f} us for the decision)")
     jwt = jwt_table(results)
     if jwt:
         lines.append(jwt)

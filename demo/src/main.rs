@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(if smoke { "warn" } else { "info" })
         .init();
-    let shipped = ["transform", "cors", "auth"];
+    let shipped = ["transform", "cors", "auth", "rate-limit"];
     let built = build_plugins::build(&shipped).map_err(anyhow::Error::msg)?;
     let dist = build_plugins::workspace_root().join("plugins/dist");
     build_plugins::install(&built, &dist, &shipped).map_err(anyhow::Error::msg)?;
@@ -72,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
             gateway::serve(listener, gw, &config.server, std::future::pending()).await;
         });
         smoke_test(addr, &alice, &demo_token(&secret, "bob")?).await?;
-        println!("demo smoke test ok: 13 requests checked, plugins included");
+        println!("demo smoke test ok: 17 requests checked, plugins included");
         return Ok(());
     }
     println!("gateway listening on http://{addr}");
@@ -99,6 +99,9 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "  curl -s -H \"authorization: Bearer $TOKEN\" -X POST -d '{{\"amount\": 10}}' http://{addr}/api/payments"
+    );
+    println!(
+        "  for i in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}} ' -H \"authorization: Bearer $TOKEN\" -X POST -d '{{}}' http://{addr}/api/payments; done   # 202 202 202 429 (rate-limit plugin, 3 a minute per user)"
     );
     println!("  curl -s http://{addr}/nowhere        # the gateway's JSON 404");
     println!("Ctrl-C stops it (in-flight requests finish first).");
@@ -204,6 +207,27 @@ async fn smoke_test(addr: SocketAddr, alice: &str, bob: &str) -> anyhow::Result<
     ensure!(
         status == 202 && body["data"]["payment"]["amount"] == 10,
         "POST /api/payments: {status} {body}"
+    );
+
+    // Payments are limited to three a minute per user: bob has his own
+    // budget, and the fourth is refused before reaching the service.
+    let bob_auth = [("authorization", as_bob.as_str())];
+    for left in ["2", "1", "0"] {
+        let (status, _, headers) = call(addr, "POST", "/api/payments", &bob_auth, "{}").await?;
+        ensure!(
+            status == 202
+                && headers
+                    .get("ratelimit-remaining")
+                    .is_some_and(|v| v == left),
+            "POST /api/payments as bob, {left} left: {status} {headers:?}"
+        );
+    }
+    let (status, body, headers) = call(addr, "POST", "/api/payments", &bob_auth, "{}").await?;
+    ensure!(
+        status == 429
+            && body["error"]["code"] == "rate_limited"
+            && headers.contains_key("retry-after"),
+        "bob's fourth payment in a minute: {status} {body} {headers:?}"
     );
 
     let (status, body, _) = call(addr, "GET", "/nowhere", &[], "").await?;
