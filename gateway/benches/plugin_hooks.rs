@@ -235,7 +235,7 @@ fn waiting(
         });
     });
     let limiter = runtime
-        .load("rate-limit", &built.join("rate-limit.wasm"))
+        .load("rate-limit", &built.join("rate_limit.wasm"))
         .expect("rate-limit");
     let store = StateStore::new(&StateConfig::default()).expect("memory store");
     let resources = Resources {

@@ -38,7 +38,7 @@ pub struct StateStore {
 
 enum Backend {
     Memory(memory::MemoryStore),
-    Redis(redis::RedisStore),
+    Redis(Box<redis::RedisStore>),
 }
 
 impl std::fmt::Debug for StateStore {
@@ -69,9 +69,15 @@ impl StateStore {
             StateConfig::Memory { max_keys } => {
                 Backend::Memory(memory::MemoryStore::new(*max_keys))
             }
-            StateConfig::Redis { url, timeout } => {
-                Backend::Redis(redis::RedisStore::new(url, timeout.0)?)
-            }
+            StateConfig::Redis {
+                url,
+                timeout,
+                max_waiting,
+            } => Backend::Redis(Box::new(redis::RedisStore::new(
+                url,
+                timeout.0,
+                *max_waiting,
+            )?)),
         };
         Ok(Self {
             config: config.clone(),
@@ -82,6 +88,12 @@ impl StateStore {
 
     pub fn config(&self) -> &StateConfig {
         &self.config
+    }
+
+    /// Whether a decision may wait on the network (the call then suspends
+    /// its hook, and the wait is not the plugin's time).
+    pub fn waits(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
     }
 
     /// Decides whether a request within `limits` is allowed and, if so,
@@ -112,7 +124,7 @@ impl StateStore {
         };
         let due = warned.is_none_or(|(at, _)| at.elapsed() >= WARN_EVERY);
         if due {
-            let since = warned.map_or(total, |(_, then)| total - then);
+            let since = warned.map_or(total, |(_, then)| total.saturating_sub(then));
             tracing::warn!(
                 backend = self.config.backend(),
                 failures = since,

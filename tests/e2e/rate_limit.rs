@@ -616,3 +616,66 @@ async fn a_redis_slower_than_the_timeout_is_not_waited_for() {
         "each timed out decision is a failure: {state}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_gets_at_most_max_waiting_decisions_the_rest_apply_the_policy_at_once() {
+    let redis = Redis::start();
+    let proxy = SlowProxy::start(redis.port()).await;
+    let plugins = PluginDir::with(&["rate-limit", "transform"]);
+    let svc = Backend::start("svc").await;
+    // Each waiting decision holds a plugin instance; `max_waiting` keeps a
+    // slow Redis from holding them all, so other plugins' routes go on.
+    let edited = "  - name: edited\n    match: { path_prefix: /edited }\n    upstream: svc\n    plugins: [{ name: transform, config: { request: { set_headers: { x-edited: \"yes\" } } } }]\n";
+    let gw = Gateway::start(&config(
+        &plugins,
+        &svc,
+        &format!(
+            "{ADMIN}state: {{ backend: redis, url: \"{}\", timeout: 2s, max_waiting: 4 }}\n",
+            proxy.url()
+        ),
+        &format!("{GRANT}  max_instances: 24\n"),
+        &format!(
+            "{}{edited}",
+            limited(
+                "limited",
+                "{ limits: [{ requests: 1000, per: 1h }], key: [client_ip], policy: fail_open }"
+            )
+        ),
+    ));
+    let url = gw.url("/limited");
+    eventually(&url, has_budget).await;
+    proxy.set_delay(Duration::from_millis(600));
+    let failures_before = store(&gw).await["failures"].as_u64().unwrap_or_default();
+
+    let waiting: Vec<_> = (0..12)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { timed(&url).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let (reply, took) = timed(&gw.url("/edited")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.upstream_header("x-edited").as_deref(), Some("yes"));
+        assert!(took < Duration::from_millis(300), "{took:?}");
+    }
+    let (mut decided, mut passed_at_once) = (0, 0);
+    for task in waiting {
+        let (reply, took) = task.await.expect("request task");
+        assert_eq!(reply.status, 200, "fail open either way");
+        if has_budget(&reply) {
+            assert!(took >= Duration::from_millis(600), "{took:?}");
+            decided += 1;
+        } else {
+            assert!(
+                took < Duration::from_millis(400),
+                "not waited for: {took:?}"
+            );
+            passed_at_once += 1;
+        }
+    }
+    assert_eq!((decided, passed_at_once), (4, 8));
+    let failures = store(&gw).await["failures"].as_u64().unwrap_or_default();
+    assert!(failures >= failures_before + 8, "{failures}");
+}

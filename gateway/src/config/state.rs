@@ -2,6 +2,7 @@
 //! used by rate limits). In the gateway's memory by default; in Redis when
 //! several gateways must hold one limit.
 
+use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,12 +22,44 @@ pub enum StateConfig {
     /// Counters in one Redis server, shared by every gateway using it.
     Redis {
         /// `redis://[user:password@]host:port[/db]`; `${ENV}` works here.
-        url: String,
+        url: RedisUrl,
         /// Longest wait for one decision (connecting included); past it the
         /// route's policy applies.
         #[serde(default = "default_timeout")]
         timeout: HumanDuration,
+        /// Most decisions waiting on Redis at once; more are not sent and
+        /// the route's policy applies at once. Each waiting request holds a
+        /// plugin instance, so this keeps a slow Redis from taking them all.
+        #[serde(default = "default_max_waiting")]
+        max_waiting: usize,
     },
+}
+
+/// A Redis URL, which may hold a password: shown without it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(pub String);
+
+impl RedisUrl {
+    /// The URL with any `user:password@` replaced by `***@`.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return url.clone();
+        };
+        // Redis URLs have no `@` after the host (the path is a number), and
+        // a password may hold an unescaped `/`: the last `@` ends it.
+        match rest.rfind('@') {
+            Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+            None => url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 impl Default for StateConfig {
@@ -45,8 +78,16 @@ fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_millis(20))
 }
 
-/// Most keys an in-process store may be given.
-const MAX_KEYS: usize = 100_000_000;
+fn default_max_waiting() -> usize {
+    256
+}
+
+/// Most decisions a config may let wait on Redis at once.
+const MAX_WAITING: usize = 10_000;
+
+/// Most keys an in-process store may be given (a store sweeps a shard of
+/// them now and then, under its lock).
+const MAX_KEYS: usize = 10_000_000;
 /// Longest `timeout`: a request waits at most this on the store.
 const MAX_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -63,7 +104,11 @@ impl StateConfig {
                     ));
                 }
             }
-            Self::Redis { url, timeout } => {
+            Self::Redis {
+                url,
+                timeout,
+                max_waiting,
+            } => {
                 if let Err(why) = check_url(url) {
                     problems.push(("url".into(), why));
                 }
@@ -71,6 +116,12 @@ impl StateConfig {
                     problems.push((
                         "timeout".into(),
                         "must be more than 0 and at most 10s".into(),
+                    ));
+                }
+                if !(1..=MAX_WAITING).contains(max_waiting) {
+                    problems.push((
+                        "max_waiting".into(),
+                        format!("must be between 1 and {MAX_WAITING}"),
                     ));
                 }
             }
@@ -86,24 +137,28 @@ impl StateConfig {
     }
 }
 
-fn check_url(url: &str) -> Result<(), String> {
-    if url.starts_with("rediss://") {
+/// Messages show the URL without its password.
+fn check_url(url: &RedisUrl) -> Result<(), String> {
+    let shown = url.redacted();
+    let text = url.0.as_str();
+    if text.starts_with("rediss://") {
         return Err(
             "TLS to Redis (rediss://) is not built in yet; use redis:// on a trusted network"
                 .into(),
         );
     }
-    if !url.starts_with("redis://")
-        && !url.starts_with("redis+unix://")
-        && !url.starts_with("unix://")
+    if !["redis://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|scheme| text.starts_with(scheme))
     {
         return Err(format!(
-            "`{url}` is not a Redis URL; write it like redis://127.0.0.1:6379"
+            "`{shown}` is not a Redis URL; write it like redis://127.0.0.1:6379"
         ));
     }
-    redis::Client::open(url)
-        .map(drop)
-        .map_err(|e| format!("`{url}` is not a usable Redis URL: {e}"))
+    redis::Client::open(text).map(drop).map_err(|e| {
+        let why = e.to_string().replace(text, &shown);
+        format!("`{shown}` is not a usable Redis URL: {why}")
+    })
 }
 
 #[cfg(test)]
@@ -143,8 +198,9 @@ mod tests {
     #[test]
     fn bad_urls_and_timeouts_are_refused_by_field() {
         let config = |url: &str, timeout_ms: u64| StateConfig::Redis {
-            url: url.into(),
+            url: RedisUrl(url.into()),
             timeout: HumanDuration(Duration::from_millis(timeout_ms)),
+            max_waiting: 256,
         };
         assert!(config("redis://127.0.0.1:6379/0", 20).problems().is_empty());
         let fields = |c: StateConfig| c.problems().into_iter().map(|(f, _)| f).collect::<Vec<_>>();
@@ -156,5 +212,25 @@ mod tests {
             ["timeout"]
         );
         assert_eq!(fields(StateConfig::Memory { max_keys: 0 }), ["max_keys"]);
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_never_shown() {
+        let url = RedisUrl("redis://app:s3cr/t@10.0.0.5:6379/0".into());
+        assert_eq!(url.redacted(), "redis://***@10.0.0.5:6379/0");
+        assert!(!format!("{url:?}").contains("s3cr"));
+        let bad = StateConfig::Redis {
+            url: RedisUrl("redis://app:s3cr/t@10.0.0.5:6379/0".into()),
+            timeout: HumanDuration(Duration::from_millis(20)),
+            max_waiting: 256,
+        };
+        for (_, message) in bad.problems() {
+            assert!(!message.contains("s3cr"), "{message}");
+        }
+        assert!(!format!("{bad:?}").contains("s3cr"));
+        assert_eq!(
+            RedisUrl("redis://127.0.0.1:6379".into()).redacted(),
+            "redis://127.0.0.1:6379"
+        );
     }
 }

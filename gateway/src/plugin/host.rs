@@ -32,6 +32,10 @@ pub struct HostState {
     /// The message the hook in progress reads and edits.
     pub exchange: Exchange,
     pub granted: Arc<Granted>,
+    /// Calls that wait on the host the call in progress may still make
+    /// (none in `init`): each wait is not counted against its deadlines,
+    /// so their number is what bounds a hook's time.
+    pub waits_left: u32,
 }
 
 /// The host services one plugin was granted, each as its service built it
@@ -89,6 +93,7 @@ impl HostState {
             route: route.clone(),
             exchange: Exchange::default(),
             granted,
+            waits_left: 0,
         }
     }
 }

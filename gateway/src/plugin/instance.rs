@@ -17,6 +17,7 @@ use super::exchange::{Exchange, WrongHook};
 use super::host::HostState;
 use super::limits::{CallClock, Limits, Overrun};
 use super::runtime::LoadedPlugin;
+use super::services::state::TooManyWaits;
 use super::services::{Granted, NotGranted};
 use super::wasi::WouldBlock;
 
@@ -40,7 +41,7 @@ impl Instance {
         let mut store = Store::new(loaded.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut cx| Ok(cx.data_mut().clock.update()));
-        start_call(&mut store, limits.for_init());
+        start_call(&mut store, limits.for_init(), 0);
         let plugin = if loaded.waits {
             loaded.pre.instantiate_async(&mut store).await
         } else {
@@ -58,7 +59,7 @@ impl Instance {
 
     /// Passes the route's config; the plugin may refuse it.
     pub async fn init(&mut self, config: &str) -> Result<Capabilities, PluginError> {
-        start_call(&mut self.store, self.limits.for_init());
+        start_call(&mut self.store, self.limits.for_init(), 0);
         let hooks = self.plugin.gateway_plugin_hooks();
         let result = if self.waits {
             let init = hooks.func_init();
@@ -112,7 +113,7 @@ impl Instance {
 
     /// Lends `exchange` to the store for one hook call under the limits.
     fn lend(&mut self, exchange: &mut Exchange) {
-        start_call(&mut self.store, self.limits);
+        start_call(&mut self.store, self.limits, MAX_WAITS_PER_HOOK);
         std::mem::swap(&mut self.store.data_mut().exchange, exchange);
     }
 
@@ -125,10 +126,18 @@ impl Instance {
     }
 }
 
-/// A call starts now: its clock, and a first deadline check one tick away.
-fn start_call(store: &mut Store<HostState>, limits: Limits) {
+/// Host calls that wait (a Redis decision) one hook call may make: the
+/// rate-limit plugin makes one. Waits are not charged to the deadlines, so
+/// this bounds a hook's time to its wall deadline plus this many store
+/// timeouts.
+pub const MAX_WAITS_PER_HOOK: u32 = 4;
+
+/// A call starts now: its clock, the waits it may make, and a first
+/// deadline check one tick away.
+fn start_call(store: &mut Store<HostState>, limits: Limits, waits: u32) {
     let state = store.data_mut();
     state.clock = CallClock::start(limits);
+    state.waits_left = waits;
     // A growth refused in an earlier call that still succeeded says nothing
     // about this one.
     state.limiter.denied = false;
@@ -164,6 +173,7 @@ fn trap_message(error: &wasmtime::Error) -> String {
             .map(ToString::to_string)
             .or_else(|| e.downcast_ref::<WouldBlock>().map(ToString::to_string))
             .or_else(|| e.downcast_ref::<NotGranted>().map(ToString::to_string))
+            .or_else(|| e.downcast_ref::<TooManyWaits>().map(ToString::to_string))
     });
     if let Some(refused) = refused_call {
         return refused;

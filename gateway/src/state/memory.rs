@@ -1,7 +1,9 @@
 //! The in-process store: arrival times in sharded maps shared by every
 //! worker thread. A key is dropped once its budget is full again (it then
-//! means the same as no key); when the store is full, the key whose budget
-//! is closest to full is forgotten first, which grants the least.
+//! means the same as no key); when a shard is full, of a few keys sampled
+//! the one whose budget is closest to full is forgotten (which grants the
+//! least), as Redis samples for its own eviction: constant work per
+//! request, however large the store.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -13,6 +15,8 @@ use super::gcra::{self, Decision, Limit};
 const SHARDS: usize = 64;
 /// Each shard drops its expired keys once per this many writes.
 const SWEEP_EVERY: u32 = 4096;
+/// Keys sampled for eviction when a shard is full.
+const EVICTION_SAMPLE: usize = 8;
 
 pub struct MemoryStore {
     shards: Vec<Mutex<Shard>>,
@@ -77,8 +81,8 @@ impl MemoryStore {
             .collect();
         let (decision, next) = gcra::decide(now, limits, &stored);
         if decision.allowed {
-            for ((key, &i), arrival) in keys.into_iter().zip(&shard_of).zip(next) {
-                held(&mut guards, i).store(key, arrival, now, self.per_shard);
+            for ((key, &i), arrival) in keys.iter().zip(&shard_of).zip(next) {
+                held(&mut guards, i).store(key, arrival, now, self.per_shard, &keys);
             }
         }
         decision
@@ -100,26 +104,32 @@ fn held<'a>(guards: &'a mut [(usize, MutexGuard<'_, Shard>)], i: usize) -> &'a m
 }
 
 impl Shard {
-    fn store(&mut self, key: String, arrival: u64, now: u64, capacity: usize) {
+    /// Stores `key`; when the shard is full, another key goes, never one
+    /// of the decision's own (`deciding`).
+    fn store(&mut self, key: &str, arrival: u64, now: u64, capacity: usize, deciding: &[String]) {
         self.writes = self.writes.wrapping_add(1);
         if self.writes.is_multiple_of(SWEEP_EVERY) {
             self.arrivals.retain(|_, &mut t| t > now);
         }
-        if !self.arrivals.contains_key(&key) && self.arrivals.len() >= capacity {
-            self.arrivals.retain(|_, &mut t| t > now);
-            if self.arrivals.len() >= capacity {
-                // Full of live keys: forget the one closest to a full budget.
-                let soonest = self
-                    .arrivals
-                    .iter()
-                    .min_by_key(|(_, t)| **t)
-                    .map(|(k, _)| k.clone());
-                if let Some(soonest) = soonest {
-                    self.arrivals.remove(&soonest);
-                }
+        if let Some(stored) = self.arrivals.get_mut(key) {
+            *stored = arrival;
+            return;
+        }
+        if self.arrivals.len() >= capacity {
+            // The map's order is random per store (its hasher's seed), so the
+            // first keys met are a sample.
+            let soonest = self
+                .arrivals
+                .iter()
+                .filter(|(k, _)| !deciding.contains(k))
+                .take(EVICTION_SAMPLE)
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone());
+            if let Some(soonest) = soonest {
+                self.arrivals.remove(&soonest);
             }
         }
-        self.arrivals.insert(key, arrival);
+        self.arrivals.insert(key.to_string(), arrival);
     }
 }
 

@@ -4,18 +4,22 @@
 //! multiplexed connection that reconnects by itself. Redis's own clock is
 //! used, so gateways whose clocks differ still share one budget.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::Semaphore;
 
 use super::StateError;
 use super::gcra::{self, Decision, Limit, Params};
+use crate::config::state::RedisUrl;
 
 /// KEYS: one per limit. ARGV: each limit's interval and tolerance (µs).
 /// Returns Redis's time (µs) and each key's stored arrival time (0 when
-/// none); stores the new ones only when every limit allows. The same rule
-/// as `gcra::decide`, which turns the reply into the decision.
+/// none, or when what is stored is not a plausible one: a key someone else
+/// wrote is overwritten, never trusted); stores the new ones only when every
+/// limit allows. The same rule as `gcra::decide`, which turns the reply into
+/// the decision.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -25,7 +29,10 @@ local allowed = true
 for i, key in ipairs(KEYS) do
   local interval = tonumber(ARGV[2 * i - 1])
   local tolerance = tonumber(ARGV[2 * i])
-  local stored = tonumber(redis.call('GET', key) or '0')
+  local stored = tonumber(redis.call('GET', key) or '0') or 0
+  if stored ~= stored or stored < 0 or stored > now + tolerance + interval then
+    stored = 0
+  end
   reply[i + 1] = stored
   local arrival = math.max(stored, now)
   next[i] = arrival + interval
@@ -40,27 +47,43 @@ end
 return reply
 ";
 
+/// After a failure that is not a timeout, a new connection is made at most
+/// this often (the connection's own reconnect covers broken sockets only; a
+/// refused login or `SELECT` would otherwise stick).
+const REBUILD_EVERY: Duration = Duration::from_secs(1);
+
 pub struct RedisStore {
     client: redis::Client,
     timeout: Duration,
     script: redis::Script,
-    /// Made on first use, inside the runtime; connects lazily.
-    connection: OnceLock<ConnectionManager>,
+    /// Decisions that may wait at once; each holds a plugin instance.
+    waiting: Semaphore,
+    max_waiting: usize,
+    /// Made on first use, inside the runtime (it connects lazily), and
+    /// made again after a failure that is not a timeout.
+    connection: Mutex<Option<(ConnectionManager, Instant)>>,
 }
 
 impl RedisStore {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("bad Redis URL: {e}"))?;
+    pub fn new(url: &RedisUrl, timeout: Duration, max_waiting: usize) -> Result<Self, String> {
+        let client = redis::Client::open(url.0.as_str())
+            .map_err(|_| format!("`{}` is not a usable Redis URL", url.redacted()))?;
         Ok(Self {
             client,
             timeout,
             script: redis::Script::new(SCRIPT),
-            connection: OnceLock::new(),
+            waiting: Semaphore::new(max_waiting),
+            max_waiting,
+            connection: Mutex::new(None),
         })
     }
 
     fn connection(&self) -> Result<ConnectionManager, StateError> {
-        if let Some(connection) = self.connection.get() {
+        let mut held = self
+            .connection
+            .lock()
+            .map_err(|_| StateError::Unavailable("redis: connection lock poisoned".into()))?;
+        if let Some((connection, _)) = held.as_ref() {
             return Ok(connection.clone());
         }
         let config = ConnectionManagerConfig::new()
@@ -70,10 +93,29 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(1));
         let made = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
             .map_err(|e| StateError::Unavailable(format!("redis: {e}")))?;
-        Ok(self.connection.get_or_init(|| made).clone())
+        *held = Some((made.clone(), Instant::now()));
+        Ok(made)
+    }
+
+    /// Drops a connection that failed otherwise than by timing out, so the
+    /// next decision connects afresh (not more often than `REBUILD_EVERY`).
+    fn forget_connection(&self) {
+        if let Ok(mut held) = self.connection.lock()
+            && held
+                .as_ref()
+                .is_some_and(|(_, made)| made.elapsed() >= REBUILD_EVERY)
+        {
+            *held = None;
+        }
     }
 
     pub async fn check(&self, namespace: &str, limits: &[Limit]) -> Result<Decision, StateError> {
+        let Ok(_permit) = self.waiting.try_acquire() else {
+            return Err(StateError::Unavailable(format!(
+                "{} decisions are already waiting on redis (state.max_waiting)",
+                self.max_waiting
+            )));
+        };
         let mut connection = self.connection()?;
         let mut call = self.script.prepare_invoke();
         for limit in limits {
@@ -92,7 +134,10 @@ impl RedisStore {
                         self.timeout
                     ))
                 })?
-                .map_err(|e| StateError::Unavailable(format!("redis: {e}")))?;
+                .map_err(|e| {
+                    self.forget_connection();
+                    StateError::Unavailable(format!("redis: {e}"))
+                })?;
         let Some((&now, stored)) = reply.split_first() else {
             return Err(StateError::Unavailable(
                 "redis: an empty reply to the script".into(),

@@ -17,7 +17,8 @@ use wasmtime::component::{HasSelf, Linker};
 use super::{HostService, NotGranted, Resources};
 use crate::plugin::bindings::gateway::plugin::state;
 use crate::plugin::host::HostState;
-use crate::state::{Limit, StateError, StateStore};
+use crate::plugin::instance::MAX_WAITS_PER_HOOK;
+use crate::state::{Decision, Limit, StateError, StateStore};
 
 pub struct State;
 
@@ -63,26 +64,48 @@ impl state::Host for HostState {
             })
             .collect();
         let namespace = self.plugin_name().clone();
-        // Time spent waiting on the store is not the plugin's to pay for.
+        if !store.waits() {
+            // In memory: no wait, and the work is the plugin's to pay for.
+            let result = store.check(&namespace, &limits).await;
+            return Ok(result.map(decision).map_err(error));
+        }
+        // Each wait is not counted against the deadlines, so their number
+        // is bounded instead (and there are none in `init`).
+        self.waits_left = self
+            .waits_left
+            .checked_sub(1)
+            .ok_or(TooManyWaits(MAX_WAITS_PER_HOOK))?;
         let paused = self.clock.pause();
         let result = store.check(&namespace, &limits).await;
         self.clock.resume(paused);
-        Ok(match result {
-            Ok(decision) => Ok(state::Decision {
-                allowed: decision.allowed,
-                retry_after_ms: decision.retry_after_ms,
-                budgets: decision
-                    .budgets
-                    .into_iter()
-                    .map(|b| state::Budget {
-                        limit: b.limit,
-                        remaining: b.remaining,
-                        reset_ms: b.reset_ms,
-                    })
-                    .collect(),
-            }),
-            Err(StateError::Unavailable(why)) => Err(state::StateError::Unavailable(why)),
-            Err(StateError::Invalid(why)) => Err(state::StateError::Invalid(why)),
-        })
+        Ok(result.map(decision).map_err(error))
     }
 }
+
+fn decision(decision: Decision) -> state::Decision {
+    state::Decision {
+        allowed: decision.allowed,
+        retry_after_ms: decision.retry_after_ms,
+        budgets: decision
+            .budgets
+            .into_iter()
+            .map(|b| state::Budget {
+                limit: b.limit,
+                remaining: b.remaining,
+                reset_ms: b.reset_ms,
+            })
+            .collect(),
+    }
+}
+
+fn error(error: StateError) -> state::StateError {
+    match error {
+        StateError::Unavailable(why) => state::StateError::Unavailable(why),
+        StateError::Invalid(why) => state::StateError::Invalid(why),
+    }
+}
+
+/// A hook that waited on the store more often than it may (or in `init`).
+#[derive(Debug, thiserror::Error)]
+#[error("check-limits waits on the store: at most {0} calls per hook, none in init")]
+pub struct TooManyWaits(pub u32);
