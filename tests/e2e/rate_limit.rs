@@ -11,14 +11,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
-use crate::support::client::Reply;
+use crate::support::client::{Reply, send_from};
 use crate::support::tokens::{SECRET, now, sign};
 use crate::support::{Backend, Gateway, PluginDir, Redis, SlowProxy, get, send, upstream};
 
@@ -75,30 +72,6 @@ fn request(url: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
         request = request.header(*name, *value);
     }
     request.body(Full::new(Bytes::new())).expect("request")
-}
-
-/// Sends `request` from the loopback address `local` (any of 127.0.0.0/8),
-/// so the gateway sees another client address.
-async fn send_from(local: IpAddr, request: Request<Full<Bytes>>) -> Reply {
-    let mut connector = HttpConnector::new();
-    connector.set_local_address(Some(local));
-    let client = Client::builder(TokioExecutor::new()).build(connector);
-    let response = client
-        .request(request)
-        .await
-        .expect("request reaches the gateway");
-    let (status, headers) = (response.status(), response.headers().clone());
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("read body")
-        .to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-    }
 }
 
 /// A response header read as a number of requests or seconds.
@@ -168,6 +141,17 @@ async fn eventually(url: &str, done: impl Fn(&Reply) -> bool) -> Reply {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Sends `count` requests to `url` at once; each task gives its reply and
+/// how long it took.
+fn launch(url: &str, count: usize) -> Vec<tokio::task::JoinHandle<(Reply, Duration)>> {
+    (0..count)
+        .map(|_| {
+            let url = url.to_string();
+            tokio::spawn(async move { timed(&url).await })
+        })
+        .collect()
 }
 
 /// Sends to `url` and returns the reply and how long it took.
@@ -547,12 +531,7 @@ async fn a_slow_redis_holds_up_only_the_requests_waiting_on_it() {
     proxy.set_delay(Duration::from_millis(400));
 
     let launched = Instant::now();
-    let waiting: Vec<_> = (0..20)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { timed(&url).await })
-        })
-        .collect();
+    let waiting = launch(&url, 20);
     // While all twenty wait on Redis, the other route answers at once.
     tokio::time::sleep(Duration::from_millis(50)).await;
     for _ in 0..3 {
@@ -647,12 +626,7 @@ async fn a_slow_redis_gets_at_most_max_waiting_decisions_the_rest_apply_the_poli
     proxy.set_delay(Duration::from_millis(600));
     let failures_before = store(&gw).await["failures"].as_u64().unwrap_or_default();
 
-    let waiting: Vec<_> = (0..12)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { timed(&url).await })
-        })
-        .collect();
+    let waiting = launch(&url, 12);
     tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..3 {
         let (reply, took) = timed(&gw.url("/edited")).await;
@@ -678,4 +652,32 @@ async fn a_slow_redis_gets_at_most_max_waiting_decisions_the_rest_apply_the_poli
     assert_eq!((decided, passed_at_once), (4, 8));
     let failures = store(&gw).await["failures"].as_u64().unwrap_or_default();
     assert!(failures >= failures_before + 8, "{failures}");
+}
+
+#[tokio::test]
+async fn a_budget_key_holding_garbage_counts_as_a_fresh_budget_and_is_overwritten() {
+    let redis = Redis::start();
+    let plugins = PluginDir::with(&["rate-limit"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&config(
+        &plugins,
+        &svc,
+        &redis_state(&redis.url(), "2s"),
+        GRANT,
+        &limited(
+            "api",
+            "{ limits: [{ requests: 2, per: 1h }], key: [client_ip] }",
+        ),
+    ));
+    // The key this plugin's budget for 127.0.0.1 lives under, as
+    // docs/config.md describes it: `gw:rl:PLUGIN:KEY`.
+    let key = r#"gw:rl:rate-limit:[["ip","127.0.0.1"]]|2/3600000/2"#;
+    for garbage in ["not a number", "-5", "1e300", "nan"] {
+        assert_eq!(redis.command(&["SET", key, garbage]), "+OK");
+        let url = gw.url("/api");
+        assert_eq!(allowed(&get(&url).await).1, 1, "{garbage}: a fresh budget");
+        assert_eq!(allowed(&get(&url).await).1, 0);
+        refused(&get(&url).await);
+        assert_eq!(redis.command(&["DEL", key]), ":1", "{garbage}: overwritten");
+    }
 }

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use wasmtime::component::{ComponentType, Lift, TypedFunc};
 use wasmtime::{Store, Trap};
 
 use super::PluginError;
@@ -82,16 +83,8 @@ impl Instance {
         &mut self,
         exchange: &mut Exchange,
     ) -> Result<RequestAction, PluginError> {
-        self.lend(exchange);
-        let hooks = self.plugin.gateway_plugin_hooks();
-        let result = if self.waits {
-            let hook = hooks.func_on_request();
-            hook.call_async(&mut self.store, ()).await.map(|(r,)| r)
-        } else {
-            hooks.call_on_request(&mut self.store)
-        };
-        self.take_back(exchange);
-        self.outcome(result)
+        let hook = self.plugin.gateway_plugin_hooks().func_on_request();
+        self.hook(exchange, hook).await
     }
 
     /// Runs the response hook over `exchange`, as `on_request` does.
@@ -99,16 +92,27 @@ impl Instance {
         &mut self,
         exchange: &mut Exchange,
     ) -> Result<ResponseAction, PluginError> {
+        let hook = self.plugin.gateway_plugin_hooks().func_on_response();
+        self.hook(exchange, hook).await
+    }
+
+    /// One hook call over `exchange`, on the path this plugin takes.
+    async fn hook<R>(
+        &mut self,
+        exchange: &mut Exchange,
+        hook: TypedFunc<(), (R,)>,
+    ) -> Result<R, PluginError>
+    where
+        R: ComponentType + Lift + Send + Sync + 'static,
+    {
         self.lend(exchange);
-        let hooks = self.plugin.gateway_plugin_hooks();
         let result = if self.waits {
-            let hook = hooks.func_on_response();
-            hook.call_async(&mut self.store, ()).await.map(|(r,)| r)
+            hook.call_async(&mut self.store, ()).await
         } else {
-            hooks.call_on_response(&mut self.store)
+            hook.call(&mut self.store, ())
         };
         self.take_back(exchange);
-        self.outcome(result)
+        self.outcome(result.map(|(r,)| r))
     }
 
     /// Lends `exchange` to the store for one hook call under the limits.

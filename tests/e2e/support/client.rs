@@ -84,7 +84,25 @@ pub async fn get(url: &str) -> Reply {
 }
 
 pub async fn send(request: Request<Full<Bytes>>) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http();
+    send_with(Client::builder(TokioExecutor::new()).build_http(), request).await
+}
+
+/// Sends `request` from the loopback address `local` (any of 127.0.0.0/8),
+/// so the gateway sees another client address.
+pub async fn send_from(local: std::net::IpAddr, request: Request<Full<Bytes>>) -> Reply {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_local_address(Some(local));
+    send_with(
+        Client::builder(TokioExecutor::new()).build(connector),
+        request,
+    )
+    .await
+}
+
+async fn send_with<C>(client: Client<C, Full<Bytes>>, request: Request<Full<Bytes>>) -> Reply
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let response = client
         .request(request)
         .await

@@ -60,6 +60,25 @@ impl Redis {
 
     /// Kills the server, like a crash: open connections are cut and the port
     /// refuses new ones. Nothing was saved, so its counters are gone.
+    /// Runs one command (as `redis-cli` would) and returns Redis's answer
+    /// line, such as `+OK` or `$2`.
+    pub fn command(&self, args: &[&str]) -> String {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port()));
+        let mut stream = TcpStream::connect(addr).expect("connect to redis");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes()).expect("send to redis");
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while stream.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+            answer.push(byte[0]);
+        }
+        String::from_utf8_lossy(&answer).trim_end().to_string()
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
