@@ -681,3 +681,37 @@ async fn a_budget_key_holding_garbage_counts_as_a_fresh_budget_and_is_overwritte
         assert_eq!(redis.command(&["DEL", key]), ":1", "{garbage}: overwritten");
     }
 }
+
+#[tokio::test]
+async fn counters_survive_a_reload_until_the_store_itself_changes() {
+    let plugins = PluginDir::with(&["rate-limit"]);
+    let svc = Backend::start("svc").await;
+    let limit = "{ limits: [{ requests: 3, per: 1h }], key: [client_ip] }";
+    let with = |top: &str, extra_routes: &str| {
+        config(
+            &plugins,
+            &svc,
+            top,
+            GRANT,
+            &format!("{}{extra_routes}", limited("api", limit)),
+        )
+    };
+    let gw = Gateway::start(&with("", ""));
+    let url = gw.url("/api");
+    assert_eq!(allowed(&get(&url).await).1, 2);
+    assert_eq!(allowed(&get(&url).await).1, 1);
+
+    // Another route comes: the same store, the same counters.
+    gw.replace_config(&with("", &unlimited("other")));
+    eventually(&gw.url("/other"), |r| r.status == 200).await;
+    assert_eq!(allowed(&get(&url).await).1, 0);
+    refused(&get(&url).await);
+
+    // A different `state:` is a new store: counting starts again.
+    gw.replace_config(&with(
+        "state: { backend: memory, max_keys: 5000 }\n",
+        &unlimited("third"),
+    ));
+    eventually(&gw.url("/third"), |r| r.status == 200).await;
+    assert_eq!(allowed(&get(&url).await).1, 2);
+}
