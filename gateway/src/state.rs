@@ -7,7 +7,7 @@ mod memory;
 mod redis;
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use gcra::{Budget, Decision, Limit};
@@ -56,6 +56,8 @@ struct Stats {
     refused: AtomicU64,
     failures: AtomicU64,
     warned: Mutex<Option<(Instant, u64)>>,
+    /// The last decision failed: the next that succeeds says so.
+    failing: AtomicBool,
 }
 
 /// While the store fails, one warning per this long (with how many failed).
@@ -113,12 +115,19 @@ impl StateStore {
             Ok(_) => {}
             Err(error) => self.failed(error),
         }
+        if result.is_ok() && self.stats.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                backend = self.config.backend(),
+                "rate-limit store answering again"
+            );
+        }
         result
     }
 
     /// Counts a failure and warns, at most once per `WARN_EVERY`.
     fn failed(&self, error: &StateError) {
         let total = self.stats.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        self.stats.failing.store(true, Ordering::Relaxed);
         let Ok(mut warned) = self.stats.warned.lock() else {
             return;
         };

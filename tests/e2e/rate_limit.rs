@@ -483,9 +483,21 @@ async fn when_redis_goes_away_each_route_fails_as_its_policy_says_and_both_recov
         "warned once, not per request:\n{log}"
     );
 
+    // The warning says why: the connection broke, not a slow Redis.
+    let warning = log
+        .lines()
+        .find(|l| l.contains("rate-limit store unavailable"))
+        .unwrap_or_default();
+    assert!(
+        warning.contains("redis: ") && !warning.contains("did not answer"),
+        "{warning}"
+    );
+
     // Redis back (empty: nothing was saved): the gateway reconnects by itself.
     redis.restart();
     allowed(&eventually(&closed, |r| r.status != 503).await);
+    gw.log_with(&["rate-limit store answering again"]).await;
+    assert!(gw.stderr().contains("rate-limit store answering again"));
     let mut spent = false;
     for _ in 0..4 {
         let reply = get(&closed).await;

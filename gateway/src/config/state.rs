@@ -41,17 +41,21 @@ pub enum StateConfig {
 pub struct RedisUrl(pub String);
 
 impl RedisUrl {
-    /// The URL with any `user:password@` replaced by `***@`.
+    /// The URL with any `user:password@` replaced by `***@`, whatever the
+    /// URL's shape (a mistyped scheme included): Redis URLs have no `@`
+    /// after the host, and a password may hold an unescaped `/` or `:`, so
+    /// everything before the last `@` is hidden, but for a `scheme://`.
     pub fn redacted(&self) -> String {
         let url = &self.0;
-        let Some((scheme, rest)) = url.split_once("://") else {
+        let Some(at) = url.rfind('@') else {
             return url.clone();
         };
-        // Redis URLs have no `@` after the host (the path is a number), and
-        // a password may hold an unescaped `/`: the last `@` ends it.
-        match rest.rfind('@') {
-            Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-            None => url.clone(),
+        let host = &url[at + 1..];
+        match url[..at].split_once("://") {
+            Some((scheme, _)) if !scheme.contains(['@', ':', '/']) => {
+                format!("{scheme}://***@{host}")
+            }
+            _ => format!("***@{host}"),
         }
     }
 }
@@ -157,7 +161,9 @@ fn check_url(url: &RedisUrl) -> Result<(), String> {
     }
     redis::Client::open(text).map(drop).map_err(|e| {
         let why = e.to_string().replace(text, &shown);
-        format!("`{shown}` is not a usable Redis URL: {why}")
+        format!(
+            "`{shown}` is not a usable Redis URL ({why}); write it like redis://[user:password@]host:port[/db], with `@`, `:` and `/` in the password URL-encoded"
+        )
     })
 }
 
@@ -232,5 +238,27 @@ mod tests {
             RedisUrl("redis://127.0.0.1:6379".into()).redacted(),
             "redis://127.0.0.1:6379"
         );
+        // Mistyped schemes, or none, hide the password too.
+        for typo in [
+            "redis//:s3cr@127.0.0.1:6379",
+            "redis:/:s3cr@127.0.0.1:6379",
+            "s3cr@127.0.0.1:6379",
+            "redis://u:s3cr@ho@st:1",
+        ] {
+            let url = RedisUrl(typo.into());
+            assert!(
+                !url.redacted().contains("s3cr"),
+                "{typo}: {}",
+                url.redacted()
+            );
+            let config = StateConfig::Redis {
+                url,
+                timeout: HumanDuration(Duration::from_millis(20)),
+                max_waiting: 256,
+            };
+            for (_, message) in config.problems() {
+                assert!(!message.contains("s3cr"), "{message}");
+            }
+        }
     }
 }

@@ -276,5 +276,16 @@ mod tests {
         let bad = configure(&grants(serde_json::json!({ "env": ["OK", 7] })), &none);
         let problems = bad.err().unwrap_or_default();
         assert_eq!(problems[0].0, "env[1]", "{problems:?}");
+        // `state` takes `{}` and says so for anything else.
+        for wrong in [
+            serde_json::json!(null),
+            serde_json::json!([]),
+            serde_json::json!({ "x": 1 }),
+        ] {
+            let problems = configure(&grants(serde_json::json!({ "state": wrong })), &none)
+                .err()
+                .unwrap_or_default();
+            assert!(problems[0].1.contains("write `state: {}`"), "{problems:?}");
+        }
     }
 }

@@ -89,8 +89,10 @@ impl RedisStore {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
+            // One attempt per connect: a refused connection fails the
+            // decision at once (its route's policy applies), not after
+            // retries longer than `timeout`; `forget_connection` retries.
+            .set_number_of_retries(0);
         let made = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
             .map_err(|e| StateError::Unavailable(format!("redis: {e}")))?;
         *held = Some((made.clone(), Instant::now()));

@@ -23,9 +23,19 @@ use crate::state::{Decision, Limit, StateError, StateStore};
 pub struct State;
 
 /// Nothing to choose yet: the grant is `state: {}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StateGrant {}
+#[derive(Debug)]
+pub struct StateGrant;
+
+impl<'de> Deserialize<'de> for StateGrant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Object(settings) if settings.is_empty() => Ok(Self),
+            _ => Err(serde::de::Error::custom(
+                "the state service takes no settings: write `state: {}`",
+            )),
+        }
+    }
+}
 
 impl HostService for State {
     const GRANT: &'static str = "state";
