@@ -727,3 +727,54 @@ async fn counters_survive_a_reload_until_the_store_itself_changes() {
     eventually(&gw.url("/third"), |r| r.status == 200).await;
     assert_eq!(allowed(&get(&url).await).1, 2);
 }
+
+#[tokio::test]
+async fn a_plugin_cannot_wait_on_redis_without_end_nor_in_init() {
+    // Waits on the store are not charged to a hook's deadlines, so a hook
+    // may wait at most four times; a hostile plugin asking more fails that
+    // request alone.
+    let redis = Redis::start();
+    let plugins = PluginDir::with(&["state-abuser", "rate-limit"]);
+    let svc = Backend::start("svc").await;
+    let abuser = |name: &str, calls: u32| {
+        format!(
+            "  - name: {name}\n    match: {{ path_prefix: /{name} }}\n    upstream: svc\n    plugins: [{{ name: state-abuser, config: {{ calls: {calls} }} }}]\n"
+        )
+    };
+    let grants = "  grants: { state-abuser: { state: {} }, rate-limit: { state: {} } }\n";
+    let gw = Gateway::start(&config(
+        &plugins,
+        &svc,
+        &redis_state(&redis.url(), "2s"),
+        grants,
+        &format!(
+            "{}{}{}",
+            abuser("four", 4),
+            abuser("endless", 1000),
+            limited("api", "{ limits: [{ requests: 100, per: 1m }] }")
+        ),
+    ));
+    let four = get(&gw.url("/four")).await;
+    assert_eq!(four.status, 200);
+    assert_eq!(four.upstream_header("x-decisions").as_deref(), Some("4"));
+
+    let endless = get(&gw.url("/endless")).await;
+    assert_eq!(endless.status, 500);
+    assert_eq!(endless.error_code(), "plugin_failed");
+    let log = gw.log_with(&["at most 4 calls per hook"]).await;
+    assert!(log.contains("at most 4 calls per hook"), "{log}");
+    // Nothing else is affected.
+    allowed(&get(&gw.url("/api")).await);
+    assert_eq!(get(&gw.url("/four")).await.status, 200);
+
+    // In `init` the plugin may not wait at all: its config is refused at load.
+    let refused = Gateway::try_start(&config(
+        &plugins,
+        &svc,
+        &redis_state(&redis.url(), "2s"),
+        grants,
+        "  - name: init\n    upstream: svc\n    plugins: [{ name: state-abuser, config: { calls: 1, in_init: true } }]\n",
+    ));
+    let stderr = refused.err().unwrap_or_default();
+    assert!(stderr.contains("none in init"), "{stderr}");
+}

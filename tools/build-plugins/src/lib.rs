@@ -22,6 +22,7 @@ pub const ALL: &[&str] = &[
     "noop",
     "sockets",
     "secret-reader",
+    "state-abuser",
 ];
 
 const TARGET: &str = "wasm32-wasip2";
