@@ -7,16 +7,12 @@
 //! a browser on a 502 too); errors before routing (400, 404) have no chain.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
-use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
-use http_body::Body as _;
 use http_body_util::Either;
 use hyper::body::Incoming;
 
-use crate::balance::RequestInfo;
-use crate::body::{self, Body, Streamed};
+use crate::body::{Body, Streamed};
 use crate::edge::{self, Admitted, Client, forwarded};
 use crate::error::ProxyError;
 use crate::plugin::request_context::RequestHead;
@@ -24,8 +20,8 @@ use crate::plugin::{HookFailure, RequestContext, RequestFlow};
 use crate::routing::{Matched, rewrite};
 use crate::snapshot::Snapshot;
 use crate::tunnel;
+use crate::upstream::Upstream;
 use crate::upstream::headers::{self, X_REQUEST_ID};
-use crate::upstream::{AttemptError, Upstream};
 
 /// Handles one client request on the given snapshot; never fails: errors
 /// become the gateway's JSON error responses.
@@ -180,7 +176,10 @@ impl Target<'_> {
         }
         prepared?;
         let outgoing = Request::from_parts(parts, body);
-        let mut response = forward(self.upstream, outgoing, self.client.ip, timeout).await?;
+        let mut response = self
+            .upstream
+            .forward(outgoing, self.client.ip, timeout)
+            .await?;
         if let Some(client_upgrade) = self.client_upgrade
             && response.status() == StatusCode::SWITCHING_PROTOCOLS
         {
@@ -242,57 +241,4 @@ fn prepare_upstream_request(
         parts.headers.remove(header::HOST);
     }
     Ok(())
-}
-
-/// Picks a target and sends; a request that failed at the connection level
-/// is tried once more on another target when that is safe: an idempotent
-/// method with no body (a streamed body cannot be sent twice).
-async fn forward(
-    upstream: &Upstream,
-    request: Request<Body>,
-    client_ip: IpAddr,
-    timeout: Duration,
-) -> Result<Response<Incoming>, ProxyError> {
-    let info = RequestInfo {
-        headers: request.headers(),
-        client_ip,
-    };
-    let first = upstream.pick(&info, None)?;
-    let second_try = retryable(&request, upstream).then(|| bodiless_copy(&request));
-    let error = match upstream.send(first, request, timeout).await {
-        Ok(response) => return Ok(response),
-        Err(error @ AttemptError::Timeout(_)) => return Err(upstream.error_for(first, error)),
-        Err(error) => error,
-    };
-    let Some(again) = second_try else {
-        return Err(upstream.error_for(first, error));
-    };
-    let info = RequestInfo {
-        headers: again.headers(),
-        client_ip,
-    };
-    let Some(second) = upstream.pool.pick(&info, Some(first)) else {
-        return Err(upstream.error_for(first, error));
-    };
-    tracing::debug!(upstream = %upstream.name, ?error, "retrying on another target");
-    upstream
-        .send(second, again, timeout)
-        .await
-        .map_err(|e| upstream.error_for(second, e))
-}
-
-fn retryable(request: &Request<Body>, upstream: &Upstream) -> bool {
-    // With one target there is nowhere else to go: skip copying the headers.
-    upstream.pool.targets().len() > 1
-        && request.method().is_idempotent()
-        && request.body().is_end_stream()
-}
-
-fn bodiless_copy(request: &Request<Body>) -> Request<Body> {
-    let mut copy = Request::new(body::empty());
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    copy
 }

@@ -5,15 +5,18 @@ pub mod headers;
 mod health_check;
 mod pool;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
+use http_body::Body as _;
 use http_body_util::Either;
 use hyper::body::Incoming;
 
 use crate::balance::health::Ejection;
 use crate::balance::{Pool, RequestInfo};
+use crate::body;
 use crate::body::Body;
 use crate::config::{HealthCheckConfig, UpstreamConfig};
 use crate::error::ProxyError;
@@ -89,6 +92,42 @@ impl Upstream {
         self.pool
             .pick(request, exclude)
             .ok_or_else(|| ProxyError::NoHealthyTarget(self.name.to_string()))
+    }
+
+    /// Picks a target and sends; a request that failed at the connection level
+    /// is tried once more on another target when that is safe: an idempotent
+    /// method with no body (a streamed body cannot be sent twice).
+    pub async fn forward(
+        &self,
+        request: Request<Body>,
+        client_ip: IpAddr,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let info = RequestInfo {
+            headers: request.headers(),
+            client_ip,
+        };
+        let first = self.pick(&info, None)?;
+        let second_try = retryable(&request, self).then(|| bodiless_copy(&request));
+        let error = match self.send(first, request, timeout).await {
+            Ok(response) => return Ok(response),
+            Err(error @ AttemptError::Timeout(_)) => return Err(self.error_for(first, error)),
+            Err(error) => error,
+        };
+        let Some(again) = second_try else {
+            return Err(self.error_for(first, error));
+        };
+        let info = RequestInfo {
+            headers: again.headers(),
+            client_ip,
+        };
+        let Some(second) = self.pool.pick(&info, Some(first)) else {
+            return Err(self.error_for(first, error));
+        };
+        tracing::debug!(upstream = %self.name, ?error, "retrying on another target");
+        self.send(second, again, timeout)
+            .await
+            .map_err(|e| self.error_for(second, e))
     }
 
     /// Sends one attempt to `target` and waits for the response head.
@@ -175,4 +214,20 @@ impl Upstream {
             }
         }
     }
+}
+
+fn retryable(request: &Request<Body>, upstream: &Upstream) -> bool {
+    // With one target there is nowhere else to go: skip copying the headers.
+    upstream.pool.targets().len() > 1
+        && request.method().is_idempotent()
+        && request.body().is_end_stream()
+}
+
+fn bodiless_copy(request: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(body::empty());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }
