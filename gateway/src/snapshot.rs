@@ -69,6 +69,7 @@ impl Snapshot {
         let key_sets = key_sets(config, &upstreams, previous, &mut built);
         let resources = Resources {
             state: state_store(config, previous, &mut built),
+            upstreams: upstreams.clone(),
             broken_key_sets: config
                 .key_sets
                 .keys()

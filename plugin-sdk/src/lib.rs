@@ -41,7 +41,7 @@
 //! plain functions over these types and it can be unit-tested with
 //! `cargo test` on the host, on values built with [`Request::new`],
 //! [`Response::new`] and [`Response::with_request`]: only [`log`],
-//! [`env`](mod@env), [`keys`] and [`state`] need the real gateway.
+//! [`env`](mod@env), [`keys`], [`state`] and [`outbound`] need the real gateway.
 
 #![deny(missing_docs)]
 
@@ -222,6 +222,26 @@ pub mod state {
     /// a zero `requests`, `period_ms` or `burst`, and a key over 512 bytes.
     pub fn check_limits(limits: &[Limit]) -> Result<Decision, StateError> {
         crate::bindings::gateway::plugin::state::check_limits(limits)
+    }
+}
+
+/// HTTP calls to the operator's named upstream pools: a host service a
+/// plugin must be granted (`plugins.grants.<plugin>.outbound: { pools:
+/// [NAME, ...] }`). The calls of one [`send_all`](outbound::send_all) run at
+/// once in the gateway, through the pools' balancing, health checks and
+/// connections; the hook waits for them without holding a gateway thread.
+/// `x-request-id` and trace headers of the request being handled go along.
+///
+/// Only works inside the gateway: off-wasm (in `cargo test`) this panics.
+/// A plugin that never calls it does not import it and needs no grant.
+pub mod outbound {
+    pub use crate::bindings::gateway::plugin::outbound::{Call, CallError, Reply};
+
+    /// Sends `calls` at once; their outcomes come back in the same order,
+    /// when all have answered or `batch_timeout_ms` has passed (those still
+    /// waiting are [`CallError::TimedOut`]). At most 16 calls.
+    pub fn send_all(calls: &[Call], batch_timeout_ms: u32) -> Vec<Result<Reply, CallError>> {
+        crate::bindings::gateway::plugin::outbound::send_all(calls, batch_timeout_ms)
     }
 }
 

@@ -9,6 +9,7 @@ wasmtime::component::bindgen!({
     world: "plugin",
     imports: {
         "gateway:plugin/state.check-limits": async | trappable,
+        "gateway:plugin/outbound.send-all": async | trappable,
         default: trappable,
     },
 });

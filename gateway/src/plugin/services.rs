@@ -14,6 +14,7 @@
 
 pub mod env;
 pub mod keys;
+pub mod outbound;
 pub mod state;
 
 use std::any::Any;
@@ -60,6 +61,8 @@ pub struct Resources {
     pub broken_key_sets: Vec<String>,
     /// The shared counters (`state:`); `None` when it could not be built.
     pub state: Option<Arc<StateStore>>,
+    /// `upstreams:`, which outbound calls may be granted.
+    pub upstreams: Vec<Arc<crate::upstream::Upstream>>,
 }
 
 /// Every host service the gateway offers.
@@ -67,6 +70,7 @@ pub static ALL: &[&dyn Service] = &[
     &Registered::<env::Env>(PhantomData),
     &Registered::<keys::Keys>(PhantomData),
     &Registered::<state::State>(PhantomData),
+    &Registered::<outbound::Outbound>(PhantomData),
 ];
 
 /// A `HostService` with its types erased, so that `ALL` can list them.
@@ -270,7 +274,7 @@ mod tests {
         assert!(
             problems[0]
                 .1
-                .contains("the gateway grants: env, keys, state"),
+                .contains("the gateway grants: env, keys, state, outbound"),
             "{problems:?}"
         );
         let bad = configure(&grants(serde_json::json!({ "env": ["OK", 7] })), &none);
