@@ -243,6 +243,13 @@ pub mod outbound {
     pub fn send_all(calls: &[Call], batch_timeout_ms: u32) -> Vec<Result<Reply, CallError>> {
         crate::bindings::gateway::plugin::outbound::send_all(calls, batch_timeout_ms)
     }
+
+    /// Whether pool `pool` is granted to this plugin; call it from
+    /// [`Plugin::new`](crate::Plugin::new) to refuse a config naming a pool
+    /// the plugin could never call.
+    pub fn granted(pool: &str) -> bool {
+        crate::bindings::gateway::plugin::outbound::granted(pool)
+    }
 }
 
 /// Exports a [`Plugin`] type as the component's hooks. Use it once per crate.

@@ -91,6 +91,10 @@ impl HostService for Outbound {
 }
 
 impl outbound::Host for HostState {
+    fn granted(&mut self, pool: String) -> wasmtime::Result<bool> {
+        self.outbound_granted(&pool)
+    }
+
     async fn send_all(
         &mut self,
         calls: Vec<outbound::Call>,
@@ -127,6 +131,12 @@ impl outbound::Host for HostState {
 }
 
 impl HostState {
+    fn outbound_granted(&self, pool: &str) -> wasmtime::Result<bool> {
+        let granted =
+            super::shared::<Outbound>(&self.granted).ok_or(NotGranted(Outbound::INTERFACE))?;
+        Ok(granted.pools.iter().any(|p| *p.name == *pool))
+    }
+
     /// `x-request-id` and trace headers of the request being handled.
     fn passed_on(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
