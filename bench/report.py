@@ -21,6 +21,9 @@ ROWS = [
     ("haproxy-rules", "HAProxy doing the transform's work natively"),
     ("gateway-ratelimit", "gateway + rate-limit plugin, in-process store"),
     ("gateway-ratelimit-redis", "gateway + rate-limit plugin, Redis on loopback"),
+    ("gateway-aggregate", "gateway + aggregate plugin, three parts"),
+    ("direct-c1", "upstream hit directly, one connection"),
+    ("gateway-aggregate-c1", "gateway + aggregate plugin, three parts, one connection"),
 ] + [
     (f"gateway-jwt-{alg}{variant}", f"gateway + {alg.upper()} JWT, {label}")
     for alg in ("hs256", "rs256", "es256")
@@ -98,6 +101,14 @@ def targets(results):
                          f"{limited['rps'] / plain['rps']:.2f}x requests/s; CPU per request "
                          f"{1e6 / limited['rps']:.2f} us vs {1e6 / plain['rps']:.2f} us "
                          f"(+{1e6 / limited['rps'] - 1e6 / plain['rps']:.2f} us for the decision)")
+    aggregate, single, part = (results.get(n) for n in ("gateway-aggregate", "gateway-aggregate-c1", "direct-c1"))
+    if aggregate and plain:
+        lines.append(f"- aggregated request (three parts): {1e6 / aggregate['rps']:.2f} us of CPU "
+                     f"({aggregate['rps'] / plain['rps']:.2f}x the no-plugin gateway's requests/s)")
+    if single and part:
+        lines.append(f"- aggregated answer over one part, one connection: p50 +{(single['p50_ms'] - part['p50_ms']) * 1000:.0f} us, "
+                     f"p99 +{(single['p99_ms'] - part['p99_ms']) * 1000:.0f} us "
+                     f"({single['p50_ms']:.3f}/{single['p99_ms']:.3f} ms vs {part['p50_ms']:.3f}/{part['p99_ms']:.3f} ms)")
     jwt = jwt_table(results)
     if jwt:
         lines.append(jwt)

@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(if smoke { "warn" } else { "info" })
         .init();
-    let shipped = ["transform", "cors", "auth", "rate-limit"];
+    let shipped = ["transform", "cors", "auth", "rate-limit", "aggregate"];
     let built = build_plugins::build(&shipped).map_err(anyhow::Error::msg)?;
     let dist = build_plugins::workspace_root().join("plugins/dist");
     build_plugins::install(&built, &dist, &shipped).map_err(anyhow::Error::msg)?;
@@ -72,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
             gateway::serve(listener, gw, &config.server, std::future::pending()).await;
         });
         smoke_test(addr, &alice, &demo_token(&secret, "bob")?).await?;
-        println!("demo smoke test ok: 17 requests checked, plugins included");
+        println!("demo smoke test ok: 18 requests checked, plugins included");
         return Ok(());
     }
     println!("gateway listening on http://{addr}");
@@ -102,6 +102,9 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "  for i in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}} ' -H \"authorization: Bearer $TOKEN\" -X POST -d '{{}}' http://{addr}/api/payments; done   # 202 202 202 429 (rate-limit plugin, 3 a minute per user)"
+    );
+    println!(
+        "  curl -s -H \"authorization: Bearer $TOKEN\" http://{addr}/api/dashboard   # profile, orders and balance in one answer (aggregate plugin)"
     );
     println!("  curl -s http://{addr}/nowhere        # the gateway's JSON 404");
     println!("Ctrl-C stops it (in-flight requests finish first).");
@@ -228,6 +231,16 @@ async fn smoke_test(addr: SocketAddr, alice: &str, bob: &str) -> anyhow::Result<
             && body["error"]["code"] == "rate_limited"
             && headers.contains_key("retry-after"),
         "bob's fourth payment in a minute: {status} {body} {headers:?}"
+    );
+
+    // One call, three services: alice's profile, orders and balance.
+    let (status, body, _) = call(addr, "GET", "/api/dashboard", &auth, "").await?;
+    ensure!(
+        status == 200
+            && body["profile"]["id"] == "alice"
+            && body["orders"][0]["id"] == 7
+            && body["balance"]["balance"] == 120.5,
+        "GET /api/dashboard: {status} {body}"
     );
 
     let (status, body, _) = call(addr, "GET", "/nowhere", &[], "").await?;

@@ -84,6 +84,10 @@ async fn answer(service: Service, instance: &str, req: Request<Incoming>) -> Res
             StatusCode::OK,
             json!({ "user": user, "orders": [{ "id": 7, "total": 42.5 }] }),
         ),
+        (Service::Payments, "GET", ["balance", user]) => (
+            StatusCode::OK,
+            json!({ "user": user, "balance": 120.5, "currency": "EUR" }),
+        ),
         (Service::Payments, "POST", ["payments"]) => (
             StatusCode::ACCEPTED,
             json!({ "payment": parse(&body), "state": "pending" }),

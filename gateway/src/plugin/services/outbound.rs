@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::{HostService, NotGranted, Resources};
@@ -45,6 +46,14 @@ pub struct OutboundGrant {
     /// Largest answer body read per call.
     #[serde(default = "default_max_body")]
     max_body: ByteSize,
+    /// Batches waiting at once; more fail at once (each waiting request
+    /// holds a plugin instance, so slow pools cannot take them all).
+    #[serde(default = "default_max_waiting")]
+    max_waiting: usize,
+}
+
+fn default_max_waiting() -> usize {
+    256
 }
 
 fn default_max_body() -> ByteSize {
@@ -55,6 +64,8 @@ fn default_max_body() -> ByteSize {
 pub struct Granted {
     pools: Vec<Arc<Upstream>>,
     max_body: u64,
+    waiting: Semaphore,
+    max_waiting: usize,
 }
 
 impl HostService for Outbound {
@@ -72,6 +83,9 @@ impl HostService for Outbound {
         if grant.max_body.0 == 0 || grant.max_body.0 > MAX_BODY.0 {
             return Err("max_body must be more than 0 and at most 64MiB".into());
         }
+        if !(1..=10_000).contains(&grant.max_waiting) {
+            return Err("max_waiting must be between 1 and 10000".into());
+        }
         let mut pools = Vec::with_capacity(grant.pools.len());
         for name in &grant.pools {
             let Some(pool) = resources.upstreams.iter().find(|u| *u.name == **name) else {
@@ -86,6 +100,8 @@ impl HostService for Outbound {
         Ok(Granted {
             pools,
             max_body: grant.max_body.0,
+            waiting: Semaphore::new(grant.max_waiting),
+            max_waiting: grant.max_waiting,
         })
     }
 }
@@ -112,6 +128,16 @@ impl outbound::Host for HostState {
             .waits_left
             .checked_sub(1)
             .ok_or(TooManyWaits(MAX_WAITS_PER_HOOK))?;
+        let Ok(_permit) = granted.waiting.try_acquire() else {
+            let busy = format!(
+                "{} batches of this plugin are already waiting (outbound.max_waiting)",
+                granted.max_waiting
+            );
+            return Ok(calls
+                .iter()
+                .map(|_| Err(outbound::CallError::Unavailable(busy.clone())))
+                .collect());
+        };
         let passed_on = self.passed_on();
         let client_ip = self.client_ip();
         let deadline = Instant::now() + Duration::from_millis(u64::from(batch_timeout_ms));
