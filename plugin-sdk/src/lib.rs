@@ -236,6 +236,7 @@ pub mod state {
 /// A plugin that never calls it does not import it and needs no grant.
 pub mod outbound {
     pub use crate::bindings::gateway::plugin::outbound::{Call, CallError, Reply};
+    pub use crate::bindings::gateway::plugin::types::Header;
 
     /// Sends `calls` at once; their outcomes come back in the same order,
     /// when all have answered or `batch_timeout_ms` has passed (those still

@@ -15,6 +15,7 @@ pub const ALL: &[&str] = &[
     "cors",
     "auth",
     "rate-limit",
+    "aggregate",
     "probe",
     "next-major",
     "stamp-v1",
