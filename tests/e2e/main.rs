@@ -4,6 +4,7 @@
 
 mod support;
 
+mod aggregate;
 mod attacks;
 mod auth;
 mod bad_input;

@@ -27,8 +27,12 @@ fn the_shipped_configs_are_valid() {
     // Both name shipped plugins in plugins/dist, as the demo installs them.
     let built = build_plugins::build_all().unwrap_or_else(|e| panic!("{e}"));
     let dist = build_plugins::workspace_root().join("plugins/dist");
-    build_plugins::install(&built, &dist, &["transform", "cors", "auth", "rate-limit"])
-        .unwrap_or_else(|e| panic!("{e}"));
+    build_plugins::install(
+        &built,
+        &dist,
+        &["transform", "cors", "auth", "rate-limit", "aggregate"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     for file in ["example.yaml", "demo.yaml"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../config")

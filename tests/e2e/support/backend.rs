@@ -7,7 +7,8 @@
 //! - `/upload`: reads the whole body and answers with its length (streaming);
 //! - `/download?bytes=N`: streams N bytes;
 //! - `/hop`: answers with hop-by-hop headers the gateway must strip;
-//! - `/ws`: a WebSocket echo.
+//! - `/ws`: a WebSocket echo;
+//! - any path given to `serve`: the fixed answer given there.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -46,6 +47,8 @@ struct State {
     /// Added to every answer but health checks.
     delay_ms: AtomicUsize,
     connections: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Fixed answers by path, set with `serve`: (status, content type, body).
+    fixed: std::sync::Mutex<BTreeMap<String, (StatusCode, String, Bytes)>>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -121,6 +124,19 @@ impl Backend {
             .store(delay.as_millis() as usize, Ordering::SeqCst);
     }
 
+    /// From now on answers `path` (query ignored) with `status`, a
+    /// `content-type` of `content_type` and `body`, instead of the echo;
+    /// the delay still applies.
+    pub fn serve(&self, path: &str, status: u16, content_type: &str, body: impl Into<Bytes>) {
+        let status = StatusCode::from_u16(status).expect("a status code");
+        if let Ok(mut fixed) = self.state.fixed.lock() {
+            fixed.insert(
+                path.to_string(),
+                (status, content_type.to_string(), body.into()),
+            );
+        }
+    }
+
     /// Stops listening and cuts every open connection, like a crashed process.
     pub fn stop(&self) {
         self.accept_loop.abort();
@@ -166,6 +182,20 @@ async fn answer(state: &State, mut req: Request<Incoming>) -> Response<Body> {
             .unwrap_or(0);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let fixed = state
+        .fixed
+        .lock()
+        .ok()
+        .and_then(|fixed| fixed.get(&path).cloned());
+    if let Some((status, content_type, body)) = fixed {
+        let mut response = Response::new(Full::new(body).boxed());
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            "content-type",
+            content_type.parse().expect("a content type"),
+        );
+        return response;
     }
     match path.as_str() {
         "/ws" => return websocket_echo(&mut req),
