@@ -103,13 +103,41 @@ impl Upstream {
         client_ip: IpAddr,
         timeout: Duration,
     ) -> Result<Response<Incoming>, ProxyError> {
+        self.forward_within(request, client_ip, timeout, true).await
+    }
+
+    /// `forward` for a plugin's outbound call: a timeout shorter than the
+    /// pool's own (which the plugin, or a client through it, chose) does
+    /// not count against the target's health, so no caller can get healthy
+    /// targets ejected by asking for answers faster than the pool promises.
+    pub async fn forward_call(
+        &self,
+        request: Request<Body>,
+        client_ip: IpAddr,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let judged = timeout >= self.request_timeout;
+        self.forward_within(request, client_ip, timeout, judged)
+            .await
+    }
+
+    async fn forward_within(
+        &self,
+        request: Request<Body>,
+        client_ip: IpAddr,
+        timeout: Duration,
+        timeout_counts: bool,
+    ) -> Result<Response<Incoming>, ProxyError> {
         let info = RequestInfo {
             headers: request.headers(),
             client_ip,
         };
         let first = self.pick(&info, None)?;
         let second_try = retryable(&request, self).then(|| bodiless_copy(&request));
-        let error = match self.send(first, request, timeout).await {
+        let error = match self
+            .send_within(first, request, timeout, timeout_counts)
+            .await
+        {
             Ok(response) => return Ok(response),
             Err(error @ AttemptError::Timeout(_)) => return Err(self.error_for(first, error)),
             Err(error) => error,
@@ -125,7 +153,7 @@ impl Upstream {
             return Err(self.error_for(first, error));
         };
         tracing::debug!(upstream = %self.name, ?error, "retrying on another target");
-        self.send(second, again, timeout)
+        self.send_within(second, again, timeout, timeout_counts)
             .await
             .map_err(|e| self.error_for(second, e))
     }
@@ -138,6 +166,17 @@ impl Upstream {
         target: usize,
         request: Request<Body>,
         timeout: Duration,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        self.send_within(target, request, timeout, true).await
+    }
+
+    /// `send`; a timeout counts against the target only if `timeout_counts`.
+    async fn send_within(
+        &self,
+        target: usize,
+        request: Request<Body>,
+        timeout: Duration,
+        timeout_counts: bool,
     ) -> Result<Response<Incoming>, AttemptError> {
         let _in_flight = self.pool.start_request(target);
         let mut request = request;
@@ -159,6 +198,7 @@ impl Upstream {
             Ok(_) => self.pool.record_success(target),
             Err(AttemptError::ClientBody { .. }) => {}
             Err(AttemptError::Timeout(_) | AttemptError::Broken(_)) if client_behind => {}
+            Err(AttemptError::Timeout(_)) if !timeout_counts => {}
             Err(_) => self.pool.record_failure(target),
         }
         result

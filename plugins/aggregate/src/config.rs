@@ -53,6 +53,8 @@ pub const NEVER_PASSED: &[(&str, &str)] = &[
     ("if-none-match", CONDITIONAL),
     ("if-modified-since", CONDITIONAL),
     ("if-unmodified-since", CONDITIONAL),
+    ("cookie", CREDENTIAL),
+    ("authorization", CREDENTIAL),
     ("x-request-id", ADDED_BY_THE_GATEWAY),
     ("traceparent", ADDED_BY_THE_GATEWAY),
     ("tracestate", ADDED_BY_THE_GATEWAY),
@@ -61,6 +63,7 @@ pub const NEVER_PASSED: &[(&str, &str)] = &[
 const DESCRIBES_THE_REQUEST: &str =
     "it describes the client's request; the calls have no body and go to their pool's host";
 const HOP_BY_HOP: &str = "it is hop-by-hop, meant for the gateway only";
+const CREDENTIAL: &str = "it is the client's credential for this gateway, not for the pools behind it; list it in pass_headers to pass it on";
 const CONDITIONAL: &str =
     "it asks about the client's copy of one answer; a part answering 304 or 206 would fail";
 const ADDED_BY_THE_GATEWAY: &str = "the gateway adds it to every call itself";
@@ -560,7 +563,10 @@ impl<'de> Deserialize<'de> for HeaderName {
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             return Err(D::Error::custom(format!("`{name}` is not a header name")));
         }
-        if let Some((_, why)) = NEVER_PASSED.iter().find(|(never, _)| *never == name) {
+        if let Some((_, why)) = NEVER_PASSED
+            .iter()
+            .find(|(never, why)| *never == name && *why != CREDENTIAL)
+        {
             return Err(D::Error::custom(format!(
                 "`{name}` is never passed on: {why}"
             )));

@@ -230,6 +230,18 @@ impl Template {
                             String::from_utf8_lossy(&value)
                         ));
                     }
+                    // Encoded, a slash or backslash would still be one to an
+                    // upstream that decodes `%2F` before routing (the edge
+                    // refuses them in client paths for the same reason).
+                    if *place == Place::Path
+                        && value
+                            .iter()
+                            .any(|&b| b == b'/' || b == b'\\' || b.is_ascii_control())
+                    {
+                        return Err(format!(
+                            "the value of {placeholder} holds a slash, backslash or control character, which a path segment may not"
+                        ));
+                    }
                     encode_into(&mut out, &value);
                 }
             }
@@ -417,14 +429,19 @@ mod tests {
     #[test]
     fn values_are_encoded_for_where_they_land() {
         let values = [
-            ("{id}", "a b/c?d#e"),
-            ("{query.q}", "x&y=z+1%"),
+            ("{id}", "a b?d#e"),
+            ("{query.q}", "x&y=z+1%/\\"),
             ("{context.consumer}", "ünï"),
         ];
         assert_eq!(
             filled("/users/{id}/x?q={query.q}&c={context.consumer}", &values),
-            Ok("/users/a%20b%2Fc%3Fd%23e/x?q=x%26y%3Dz%2B1%25&c=%C3%BCn%C3%AF".into())
+            Ok("/users/a%20b%3Fd%23e/x?q=x%26y%3Dz%2B1%25%2F%5C&c=%C3%BCn%C3%AF".into())
         );
+        // In a path, a slash or backslash stays out even encoded.
+        for value in ["a/b", "a\\b", "a\u{0}b"] {
+            let refused = filled("/users/{id}", &[("{id}", value)]);
+            assert!(refused.is_err_and(|why| why.contains("slash")), "{value}");
+        }
         assert_eq!(
             filled("/v/{id}", &[("{id}", "Az09-._~")]),
             Ok("/v/Az09-._~".into())
@@ -519,7 +536,7 @@ mod tests {
             .fill(|p| value_of(&req, &query, p));
         assert_eq!(
             path,
-            Ok("/u/a%20b%2Fc?q=a%20b%20c%2B&by=alice%20smith".into())
+            Err("the value of {id} holds a slash, backslash or control character, which a path segment may not".into())
         );
     }
 

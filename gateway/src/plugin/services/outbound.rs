@@ -37,6 +37,18 @@ pub const MAX_CALLS: usize = 16;
 const MAX_BODY: ByteSize = ByteSize::mib(64);
 /// Headers of the request being handled that every call carries on.
 const PASSED_ON: &[&str] = &["x-request-id", "traceparent", "tracestate"];
+/// Headers a plugin's call may not set: the gateway frames the call, sends
+/// it to the pool's own host, and passes on the ones above itself.
+const SET_BY_THE_GATEWAY: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "expect",
+    "upgrade",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,9 +223,17 @@ fn prepare(
     let mut headers = passed_on.clone();
     for Header { name, value } in call.headers {
         let (name, value) = parse_header(&name, value).map_err(bad)?;
+        // The gateway frames the call and sends it to the pool's host, and
+        // sets the request id and trace headers itself.
+        if SET_BY_THE_GATEWAY.contains(&name.as_str()) {
+            continue;
+        }
         headers.append(name, value);
     }
     remove_hop_by_hop(&mut headers);
+    if call.timeout_ms == 0 {
+        return Err(bad("timeout-ms must be at least 1".into()));
+    }
     let mut request = Request::new(body::full(Bytes::from(call.body)));
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -232,13 +252,23 @@ async fn send(
     timeout: Duration,
     max_body: u64,
 ) -> Result<outbound::Reply, outbound::CallError> {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
     let answer = async {
         let response = pool
-            .forward(request, client_ip, timeout)
+            .forward_call(request, client_ip, timeout)
             .await
             .map_err(|e| match e {
                 ProxyError::UpstreamTimeout { .. } => outbound::CallError::TimedOut,
-                other => outbound::CallError::Unavailable(other.to_string()),
+                // What the plugin may pass on to its client: no target
+                // address or OS error (the gateway's log has them).
+                other => {
+                    tracing::warn!(request_id = %request_id, error = %other, "outbound call failed");
+                    outbound::CallError::Unavailable(other.public_message())
+                }
             })?;
         let (parts, incoming) = response.into_parts();
         let streamed = http_body_util::Either::Left(body::Streamed::new(incoming, pool.body_idle));
@@ -246,7 +276,10 @@ async fn send(
             .await
             .map_err(|e| match e {
                 BufferError::TooLarge(limit) => outbound::CallError::TooLarge(limit),
-                BufferError::Read(why) => outbound::CallError::Unavailable(why),
+                BufferError::Read(why) => {
+                    tracing::warn!(request_id = %request_id, error = %why, "outbound answer cut off");
+                    outbound::CallError::Unavailable("the upstream's answer was cut off".into())
+                }
             })?;
         let mut headers = parts.headers;
         remove_hop_by_hop(&mut headers);
@@ -259,7 +292,7 @@ async fn send(
                     value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
                 })
                 .collect(),
-            body: body.to_vec(),
+            body: Vec::from(body),
         })
     };
     tokio::time::timeout(timeout, answer)
