@@ -46,10 +46,12 @@
 #![deny(missing_docs)]
 
 mod context;
+mod duration;
 mod headers;
 mod message;
 
 pub use context::Context;
+pub use duration::{DurationRule, parse_duration};
 pub use headers::Headers;
 pub use message::{Request, RequestHead, Response};
 

@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+use plugin_sdk::DurationRule;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 
@@ -618,39 +619,20 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// Durations in this plugin's config: `1ms` to `60s`.
+const DURATION: DurationRule = DurationRule {
+    units: &[("ms", 1), ("s", SECOND_MS as u64), ("m", MINUTE_MS as u64)],
+    examples: "`500ms`, `2s` or `1m`",
+    max_ms: MAX_TIMEOUT_MS as u64,
+    max: "60s",
+};
+
 /// Milliseconds in a duration written as a whole number and a unit: `500ms`,
 /// `2s`, `1m`. At least 1ms, at most 60s.
 pub fn parse_duration(text: &str) -> Result<u32, String> {
-    let unit_at = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(unit_at);
-    let unit_ms = match unit {
-        "ms" => 1,
-        "s" => SECOND_MS,
-        "m" => MINUTE_MS,
-        _ => {
-            return Err(format!(
-                "`{text}` is not a duration: write a whole number and a unit (ms, s or m), as in `500ms`, `2s` or `1m`"
-            ));
-        }
-    };
-    if number.is_empty() {
-        return Err(format!(
-            "`{text}` is not a duration: write a number before the unit, as in `1{unit}`"
-        ));
-    }
-    // All digits: a number that does not parse is too large for a u32.
-    let ms = number
-        .parse::<u32>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit_ms))
-        .filter(|ms| *ms <= MAX_TIMEOUT_MS)
-        .ok_or_else(|| format!("`{text}` is too long: at most 60s"))?;
-    if ms == 0 {
-        return Err(format!("`{text}` is too short: at least 1ms"));
-    }
-    Ok(ms)
+    let ms = plugin_sdk::parse_duration(text, &DURATION)?;
+    // At most MAX_TIMEOUT_MS, which a u32 holds.
+    u32::try_from(ms).map_err(|_| format!("`{text}` is too long: at most 60s"))
 }
 
 /// Milliseconds as the config would write them: `2s`, `1m`, `1500ms`.

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use plugin_sdk::DurationRule;
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _, Visitor};
 
@@ -125,41 +126,24 @@ pub enum Policy {
     FailClosed,
 }
 
+/// Durations in this plugin's config: `500ms` to `366d`.
+const DURATION: DurationRule = DurationRule {
+    units: &[
+        ("ms", 1),
+        ("s", SECOND_MS),
+        ("m", MINUTE_MS),
+        ("h", HOUR_MS),
+        ("d", DAY_MS),
+    ],
+    examples: "`500ms`, `10s` or `1m`",
+    max_ms: MAX_PERIOD_MS,
+    max: "366d",
+};
+
 /// Milliseconds in a duration written as a whole number and a unit: `500ms`,
 /// `10s`, `1m`, `1h`, `1d`. At least 1ms, at most 366 days.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let unit_at = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(unit_at);
-    let unit_ms = match unit {
-        "ms" => 1,
-        "s" => SECOND_MS,
-        "m" => MINUTE_MS,
-        "h" => HOUR_MS,
-        "d" => DAY_MS,
-        _ => {
-            return Err(format!(
-                "`{text}` is not a duration: write a whole number and a unit (ms, s, m, h or d), as in `500ms`, `10s` or `1m`"
-            ));
-        }
-    };
-    if number.is_empty() {
-        return Err(format!(
-            "`{text}` is not a duration: write a number before the unit, as in `1{unit}`"
-        ));
-    }
-    // All digits: a number that does not parse is too large for a u64.
-    let ms = number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit_ms))
-        .filter(|ms| *ms <= MAX_PERIOD_MS)
-        .ok_or_else(|| format!("`{text}` is too long: at most 366d"))?;
-    if ms == 0 {
-        return Err(format!("`{text}` is too short: at least 1ms"));
-    }
-    Ok(ms)
+    plugin_sdk::parse_duration(text, &DURATION)
 }
 
 fn default_key() -> Vec<KeyPart> {
