@@ -51,6 +51,7 @@ fn context(params: &[(&str, &str)]) -> RequestContext {
     RequestContext::new(
         &HeaderValue::from_static("4f0e4d0a-33a5-4b55-9a8c-52f3b8f1e4a1"),
         &HeaderValue::from_static("127.0.0.1"),
+        None,
         &params,
         &Arc::from("users"),
     )

@@ -5,6 +5,7 @@ pub mod key_sets;
 mod model;
 mod size;
 pub mod state;
+pub mod tls;
 mod yaml;
 
 use std::collections::HashSet;
@@ -171,6 +172,9 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
 fn check(config: &Config) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let mut problem = |field: String, message: String| problems.push((field, message));
+    for (field, message) in config.listen.problems() {
+        problem(join_field("listen", &field), message);
+    }
     check_server(&config.server, &mut problem);
     for (name, upstream) in &config.upstreams {
         check_upstream(&format!("upstreams.{name}"), upstream, &mut problem);
@@ -291,6 +295,18 @@ fn check_upstream(at: &str, up: &UpstreamConfig, problem: &mut Report) {
                 format!("target {} is listed twice", target.url.authority),
             );
         }
+    }
+    match &up.tls {
+        Some(_) if !up.targets.iter().any(|t| t.url.https) => problem(
+            format!("{at}.tls"),
+            "applies to https:// targets, and this upstream has none".into(),
+        ),
+        Some(tls) => {
+            for (field, message) in tls.problems() {
+                problem(join_field(&format!("{at}.tls"), &field), message);
+            }
+        }
+        None => {}
     }
     match (up.balance, &up.hash_on) {
         (Balance::ConsistentHash, None) => problem(

@@ -1,6 +1,6 @@
 //! One client connection from accept to close: its first bytes within the
-//! header timeout, the framing scanner and send timeout on its socket,
-//! hyper serving it, and its end: idle (no request for `idle_timeout`),
+//! header timeout, the send timeout on its socket, the TLS handshake on a
+//! TLS listener, the framing scanner, hyper serving it, and its end: idle (no request for `idle_timeout`),
 //! shutdown (graceful), or the client leaving. What it holds while open (its
 //! place under `max_connections` and the per-address limit, and a drain
 //! guard) passes to a WebSocket tunnel it becomes.
@@ -15,6 +15,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use crate::edge::{self, framing};
 use crate::proxy;
 use crate::snapshot::Snapshot;
+use crate::tls;
 
 /// What every connection of a listener shares.
 pub struct Listener {
@@ -49,11 +51,13 @@ pub struct Held {
 }
 
 impl Listener {
-    /// Serves one accepted connection to its end.
+    /// Serves one accepted connection to its end; `tls` is the listener's
+    /// acceptor on a TLS listener.
     pub async fn serve(
         self: Arc<Self>,
         stream: TcpStream,
         client: SocketAddr,
+        tls: Option<Arc<tls::Acceptor>>,
         slot: OwnedSemaphorePermit,
         drain: DrainGuard,
     ) {
@@ -72,12 +76,44 @@ impl Listener {
             return;
         }
         let stream = edge::stall::SendTimeout::new(stream, self.send_timeout);
-        let (stream, framing) = framing::watch(stream, self.max_head);
+        let Some(acceptor) = tls else {
+            return self.serve_http(stream, client, None, held).await;
+        };
+        let (stream, session) = match acceptor.accept(stream).await {
+            Ok(accepted) => accepted,
+            Err(reason) => {
+                tracing::debug!(%client, %reason, "TLS handshake failed");
+                return;
+            }
+        };
+        // As on plain connections, an HTTP/2 preface must arrive whole
+        // within the header timeout (hyper would wait for it forever).
+        match edge::rewind::first_bytes(stream, PREFACE, self.header_timeout).await {
+            Some(stream) => {
+                self.serve_http(stream, client, Some(Arc::new(session)), held)
+                    .await
+            }
+            None => tracing::debug!(%client, "no request within the header timeout; closed"),
+        }
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 (by its preface) on `io` to its end.
+    async fn serve_http<IO>(
+        self: Arc<Self>,
+        io: IO,
+        client: SocketAddr,
+        tls: Option<Arc<tls::Session>>,
+        held: Arc<Held>,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (stream, framing) = framing::watch(io, self.max_head);
         let peer = Arc::new(edge::Client::new(
             client,
             self.rules.clone(),
             Some(framing),
             Some(held),
+            tls,
         ));
         let activity = Arc::new(Activity::new());
         let service = {
@@ -300,11 +336,13 @@ fn counted_as(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// What an HTTP/2 client sends first.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// Waits until the client sends its first bytes, or says it never did. An
 /// HTTP/2 preface that arrives in pieces is waited for whole, since hyper's
 /// protocol sniffing reads it with no time limit.
 pub async fn first_bytes_within(stream: &TcpStream, limit: Duration) -> bool {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let deadline = Instant::now() + limit;
     let mut seen = [0u8; PREFACE.len()];
     let mut pause = Duration::from_millis(5);

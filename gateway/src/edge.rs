@@ -4,6 +4,7 @@
 pub mod forwarded;
 pub mod framing;
 pub mod path;
+pub mod rewind;
 pub mod stall;
 
 use std::borrow::Cow;
@@ -57,6 +58,8 @@ pub struct Client {
     /// What this connection holds while open (its place under the limits,
     /// its drain guard), held by an upgraded (WebSocket) tunnel too.
     pub held: Option<Arc<crate::connection::Held>>,
+    /// The TLS session, on a TLS listener.
+    pub tls: Option<Arc<crate::tls::Session>>,
 }
 
 impl Client {
@@ -65,6 +68,7 @@ impl Client {
         rules: Arc<Rules>,
         framing: Option<Arc<Findings>>,
         held: Option<Arc<crate::connection::Held>>,
+        tls: Option<Arc<crate::tls::Session>>,
     ) -> Self {
         let ip = addr.ip();
         let ip_text = HeaderValue::from_str(&ip.to_string())
@@ -76,6 +80,7 @@ impl Client {
             framing,
             rules,
             held,
+            tls,
         }
     }
 }

@@ -22,7 +22,8 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 
-pub use server::{Gateway, StartError, serve};
+pub use server::{Bound, Gateway, StartError, bind, serve};

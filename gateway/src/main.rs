@@ -111,10 +111,7 @@ fn run(file: PathBuf) -> ExitCode {
 
 async fn serve(file: PathBuf, config: config::Config) -> anyhow::Result<()> {
     let gateway = gateway::Gateway::start(&config).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let address = listener.local_addr()?;
+    let listeners = gateway::bind(&gateway, &config).await?;
     if let Some(admin) = &config.admin {
         let admin_listener = tokio::net::TcpListener::bind(admin.listen)
             .await
@@ -127,11 +124,14 @@ async fn serve(file: PathBuf, config: config::Config) -> anyhow::Result<()> {
         ));
     }
     gateway::reload::spawn(gateway.clone(), file, &config);
-    // One line on stdout says where we listen (the port may have been 0).
-    println!("gateway listening on http://{address}");
+    // One line on stdout per listener says where (the port may have been 0).
+    let urls: Vec<String> = listeners.iter().map(gateway::Bound::url).collect();
+    for url in &urls {
+        println!("gateway listening on {url}");
+    }
     std::io::stdout().flush()?;
-    tracing::info!(%address, routes = config.routes.len(), "gateway started");
-    gateway::serve(listener, gateway, &config.server, shutdown_signal()).await;
+    tracing::info!(listeners = ?urls, routes = config.routes.len(), "gateway started");
+    gateway::serve(listeners, gateway, &config.server, shutdown_signal()).await;
     Ok(())
 }
 

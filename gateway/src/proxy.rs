@@ -115,6 +115,7 @@ async fn proxy(
         &client.ip_text,
         &host,
         client.trusted,
+        client.tls.is_some(),
     );
     let client_upgrade =
         headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
@@ -130,8 +131,13 @@ async fn proxy(
         return target.exchange(request, false, None).await;
     }
 
-    let mut context =
-        RequestContext::new(request_id, &client.ip_text, &matched.params, &upstream.name);
+    let mut context = RequestContext::new(
+        request_id,
+        &client.ip_text,
+        client.tls.clone(),
+        &matched.params,
+        &upstream.name,
+    );
     let (response, ran) = match plugins.on_request(request, &mut context).await {
         Ok(RequestFlow::Forward { request, path_set }) => {
             let sent = target.exchange(request, path_set, Some((plugins, &mut context)));

@@ -1,6 +1,7 @@
-//! Hot reload: watch the config file and the plugin folder (and SIGHUP),
-//! debounce bursts of events, rebuild the snapshot off the request path and
-//! swap it in. A failed reload keeps the running snapshot and says why.
+//! Hot reload: watch the config file, the plugin folder and the TLS files
+//! the config names (and SIGHUP), debounce bursts of events, rebuild the
+//! snapshot off the request path and swap it in. A failed reload keeps the
+//! running snapshot (and its certificates) and says why.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -75,14 +76,56 @@ enum Trigger {
     Signal,
 }
 
-/// Starts watching `config_file` (and its plugin folder) and listening for
-/// SIGHUP; runs until the process ends.
+/// What a reload reads besides the config file: the plugin folder, and the
+/// certificate, key and CA files of listeners and upstreams.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Watched {
+    plugins: Option<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+impl Watched {
+    fn of(config: &Config) -> Self {
+        let base = config.origin.base_dir();
+        let mut files = Vec::new();
+        for listener in &config.listen.0 {
+            if let Some(tls) = &listener.tls {
+                files.extend(crate::tls::certificates::files(&tls.certificates, &base));
+            }
+        }
+        for upstream in config.upstreams.values() {
+            if let Some(tls) = &upstream.tls {
+                files.extend(crate::tls::origin::Origin::files(tls, &base));
+            }
+        }
+        Self {
+            plugins: config.plugins.as_ref().map(|p| plugin_dir(config, p)),
+            files,
+        }
+    }
+
+    /// The folders to watch (files are replaced by renames, so their
+    /// folders are watched, not the files).
+    fn folders(&self) -> Vec<PathBuf> {
+        let mut folders: Vec<PathBuf> = self.plugins.iter().cloned().collect();
+        for file in &self.files {
+            let folder = canonical_parent(file);
+            if !folders.contains(&folder) {
+                folders.push(folder);
+            }
+        }
+        folders
+    }
+}
+
+/// Starts watching `config_file` (and its plugin folder and TLS files) and
+/// listening for SIGHUP; runs until the process ends.
 pub fn spawn(gateway: Arc<Gateway>, config_file: PathBuf, config: &Config) {
     let (tx, rx) = mpsc::unbounded_channel();
     let settings = config.reload;
-    let plugins = config.plugins.as_ref().map(|p| plugin_dir(config, p));
+    let watched = Watched::of(config);
     let watcher = if settings.watch {
-        match watch(&config_file, plugins.as_deref(), tx.clone()) {
+        match watch(&config_file, &watched.folders(), tx.clone()) {
             Ok(watcher) => Some(watcher),
             Err(error) => {
                 tracing::error!(%error, "cannot watch files; reload with SIGHUP");
@@ -110,7 +153,7 @@ pub fn spawn(gateway: Arc<Gateway>, config_file: PathBuf, config: &Config) {
     tokio::spawn(run(
         gateway,
         config_file,
-        plugins,
+        watched,
         settings.debounce.0,
         rx,
         watcher,
@@ -118,10 +161,10 @@ pub fn spawn(gateway: Arc<Gateway>, config_file: PathBuf, config: &Config) {
 }
 
 /// Watches the config file's folder (editors replace files by renaming) and
-/// the plugin folder; events go to `tx`.
+/// `folders`; events go to `tx`.
 fn watch(
     config_file: &Path,
-    plugins: Option<&Path>,
+    folders: &[PathBuf],
     tx: mpsc::UnboundedSender<Trigger>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -139,8 +182,8 @@ fn watch(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     watcher.watch(folder, RecursiveMode::NonRecursive)?;
-    if let Some(plugins) = plugins {
-        watcher.watch(plugins, RecursiveMode::NonRecursive)?;
+    for folder in folders {
+        watcher.watch(folder, RecursiveMode::NonRecursive)?;
     }
     Ok(watcher)
 }
@@ -148,7 +191,7 @@ fn watch(
 async fn run(
     gateway: Arc<Gateway>,
     config_file: PathBuf,
-    mut watched_plugins: Option<PathBuf>,
+    mut watched: Watched,
     debounce: Duration,
     mut rx: mpsc::UnboundedReceiver<Trigger>,
     mut watcher: Option<notify::RecommendedWatcher>,
@@ -157,10 +200,10 @@ async fn run(
         let trigger = match first {
             Trigger::Signal => "SIGHUP".to_string(),
             Trigger::Files(path) => {
-                if !relevant(&path, &config_file, watched_plugins.as_deref()) {
+                if !relevant(&path, &config_file, &watched) {
                     continue;
                 }
-                if !settle(&mut rx, debounce, &config_file, watched_plugins.as_deref()).await {
+                if !settle(&mut rx, debounce, &config_file, &watched).await {
                     return;
                 }
                 format!("file change: {}", path.display())
@@ -179,16 +222,21 @@ async fn run(
                 tracing::error!(%trigger, "reload failed; still serving the previous configuration:\n{error}");
             }
         }
-        // A new plugin folder in the config is watched from now on.
-        if let (Ok((_, Some(folder))), Some(watcher)) = (&result, watcher.as_mut())
-            && watched_plugins.as_ref() != Some(folder)
+        // A new plugin folder or TLS file in the config is watched from now on.
+        if let (Ok((_, now)), Some(watcher)) = (&result, watcher.as_mut())
+            && *now != watched
         {
-            match watcher.watch(folder, RecursiveMode::NonRecursive) {
-                Ok(()) => watched_plugins = Some(folder.clone()),
-                // Tried again at the next reload.
-                Err(error) => {
-                    tracing::error!(%error, folder = %folder.display(), "cannot watch the plugin folder")
+            let before = watched.folders();
+            let mut failed = false;
+            for folder in now.folders().iter().filter(|f| !before.contains(f)) {
+                if let Err(error) = watcher.watch(folder, RecursiveMode::NonRecursive) {
+                    // Tried again at the next reload.
+                    tracing::error!(%error, folder = %folder.display(), "cannot watch a folder the config names");
+                    failed = true;
                 }
+            }
+            if !failed {
+                watched = now.clone();
             }
         }
         gateway
@@ -198,20 +246,18 @@ async fn run(
 }
 
 /// Reads the config and swaps in a snapshot of it.
-async fn reload(
-    gateway: &Gateway,
-    config_file: &Path,
-) -> Result<(Vec<String>, Option<PathBuf>), String> {
+async fn reload(gateway: &Gateway, config_file: &Path) -> Result<(Vec<String>, Watched), String> {
     let config = config::load(config_file).map_err(|e| e.to_string())?;
-    let folder = config.plugins.as_ref().map(|p| plugin_dir(&config, p));
+    let watched = Watched::of(&config);
     let warnings = gateway
         .apply(&config)
         .await
         .map_err(|e: StartError| e.to_string())?;
-    Ok((warnings, folder))
+    Ok((warnings, watched))
 }
 
-/// The config file itself, or a `.wasm` file in the plugin folder.
+/// The config file itself, a `.wasm` file in the plugin folder, or a TLS
+/// file the config names.
 /// Waits for a burst of relevant events (write, rename, partial writes) to
 /// go quiet for `debounce`, but no longer than `MAX_SETTLE` in all; events
 /// for other files in the folders (a log written every second, say) do not
@@ -220,14 +266,14 @@ async fn settle(
     rx: &mut mpsc::UnboundedReceiver<Trigger>,
     debounce: Duration,
     config_file: &Path,
-    plugins: Option<&Path>,
+    watched: &Watched,
 ) -> bool {
     let give_up = tokio::time::Instant::now() + MAX_SETTLE.max(debounce);
     let mut quiet_until = tokio::time::Instant::now() + debounce;
     loop {
         let until = quiet_until.min(give_up);
         match tokio::time::timeout_at(until, rx.recv()).await {
-            Ok(Some(Trigger::Files(path))) if relevant(&path, config_file, plugins) => {
+            Ok(Some(Trigger::Files(path))) if relevant(&path, config_file, watched) => {
                 quiet_until = tokio::time::Instant::now() + debounce;
             }
             Ok(Some(_)) => {}
@@ -241,21 +287,25 @@ async fn settle(
 const MAX_SETTLE: Duration = Duration::from_secs(5);
 
 /// Whether an event on `path` may change what the gateway loads: the config
-/// file, a plugin file, or a Kubernetes-style `..data` link (ConfigMaps and
-/// Secrets swap the `..data` symlink atomically; the file names stay links
-/// into it) in either folder.
-fn relevant(path: &Path, config_file: &Path, plugins: Option<&Path>) -> bool {
+/// file, a plugin file, a TLS file, or a Kubernetes-style `..data` link
+/// (ConfigMaps and Secrets swap the `..data` symlink atomically; the file
+/// names stay links into it) in any of their folders.
+fn relevant(path: &Path, config_file: &Path, watched: &Watched) -> bool {
     let same_file = |a: &Path, b: &Path| {
         a.file_name() == b.file_name() && canonical_parent(a) == canonical_parent(b)
     };
-    if same_file(path, config_file) {
+    if same_file(path, config_file) || watched.files.iter().any(|f| same_file(path, f)) {
         return true;
     }
     let in_folder = |dir: &Path| canonical(path.parent().unwrap_or(dir)) == canonical(dir);
+    let plugins = watched.plugins.as_deref();
     let swapped_link = path
         .file_name()
         .is_some_and(|name| name.to_string_lossy().starts_with(".."));
-    if swapped_link && (in_folder(&canonical_parent(config_file)) || plugins.is_some_and(in_folder))
+    if swapped_link
+        && (in_folder(&canonical_parent(config_file))
+            || plugins.is_some_and(in_folder)
+            || watched.folders().iter().any(|f| in_folder(f)))
     {
         return true;
     }

@@ -1,5 +1,7 @@
-//! The client-facing listener: HTTP/1.1 and h2c on one port, header limits,
-//! and graceful shutdown that lets requests in flight finish.
+//! The running gateway (its snapshot, swapped on reload) and its
+//! client-facing listeners: each plain (HTTP/1.1 and h2c) or TLS (HTTP/1.1
+//! and HTTP/2 by ALPN), sharing the connection limits, and graceful
+//! shutdown that lets requests in flight finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,14 +12,16 @@ use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::config::tls::Listen;
 use crate::config::{Config, ConfigError, ServerConfig};
 use crate::connection;
 use crate::edge;
 use crate::plugin::{PluginError, PluginRuntime};
 use crate::reload::ReloadLog;
 use crate::snapshot::Snapshot;
+use crate::tls;
 
 /// A running gateway's state: the plugin engine, the current snapshot
 /// (swapped whole on reload), and the record of reloads.
@@ -35,7 +39,7 @@ pub struct Gateway {
 /// The parts of a config read once, when the listeners start.
 #[derive(Debug)]
 struct ListenerSettings {
-    listen: SocketAddr,
+    listen: Listen,
     admin: Option<crate::config::AdminConfig>,
     server: ServerConfig,
 }
@@ -43,19 +47,33 @@ struct ListenerSettings {
 impl ListenerSettings {
     fn of(config: &Config) -> Self {
         Self {
-            listen: config.listen,
+            listen: config.listen.clone(),
             admin: config.admin.clone(),
             server: config.server.clone(),
         }
     }
 
+    /// The same addresses, each plain or TLS as before, in the same order:
+    /// certificates may change, the listeners themselves need a restart.
+    fn same_listeners(&self, config: &Config) -> bool {
+        let shape = |listen: &Listen| -> Vec<_> {
+            listen
+                .0
+                .iter()
+                .map(|l| (l.address, l.tls.as_ref().map(|t| t.handshake_timeout)))
+                .collect()
+        };
+        shape(&self.listen) == shape(&config.listen)
+    }
+
     /// A warning for each section a reload changed but cannot apply.
     fn needs_restart(&self, config: &Config) -> Vec<String> {
         let mut warnings = Vec::new();
-        if config.listen != self.listen {
+        if !self.same_listeners(config) {
             warnings.push(format!(
-                "listen changed to {}; the gateway keeps listening on {} until it restarts",
-                config.listen, self.listen
+                "listen changed to {}; the gateway keeps listening on {} (with the certificates it has) until it restarts",
+                describe(&config.listen),
+                describe(&self.listen)
             ));
         }
         if config.admin != self.admin {
@@ -71,12 +89,38 @@ impl ListenerSettings {
     }
 }
 
+/// `listen` as a list of URLs.
+fn describe(listen: &Listen) -> String {
+    let urls: Vec<String> = listen
+        .0
+        .iter()
+        .map(|l| {
+            format!(
+                "{}://{}",
+                if l.tls.is_some() { "https" } else { "http" },
+                l.address
+            )
+        })
+        .collect();
+    urls.join(", ")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Plugins(#[from] PluginError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up TLS for {address}: {source}")]
+    Tls {
+        address: SocketAddr,
+        source: rustls::Error,
+    },
 }
 
 impl Gateway {
@@ -105,7 +149,12 @@ impl Gateway {
     pub async fn apply(&self, config: &Config) -> Result<Vec<String>, StartError> {
         let plugins = self.plugin_runtime(config)?;
         let current = self.snapshot();
-        let next = Arc::new(Snapshot::new(config, plugins.as_ref(), Some(&current)).await?);
+        let mut next = Snapshot::new(config, plugins.as_ref(), Some(&current)).await?;
+        if !self.started_with.same_listeners(config) {
+            // The running listeners are the old ones: they keep their certificates.
+            next.certificates = current.certificates.clone();
+        }
+        let next = Arc::new(next);
         next.start();
         let mut warnings = next.warnings.clone();
         warnings.extend(self.started_with.needs_restart(config));
@@ -159,12 +208,59 @@ pub async fn build(config: &Config) -> Result<(Snapshot, Option<Arc<PluginRuntim
     Ok((snapshot, plugins))
 }
 
-/// Accepts connections until `shutdown` resolves, then asks every open one
-/// to finish and waits up to `drain_timeout` for them (tunnels included).
-/// At most `max_connections` are open at once: past it the loop stops
-/// accepting and new clients wait in the kernel's backlog.
+/// A listening socket, and its TLS acceptor on a TLS listener.
+#[derive(Debug)]
+pub struct Bound {
+    pub listener: TcpListener,
+    pub tls: Option<tls::Acceptor>,
+}
+
+impl Bound {
+    /// `http://ADDRESS` or `https://ADDRESS`, with the port actually bound.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        match self.listener.local_addr() {
+            Ok(address) => format!("{scheme}://{address}"),
+            Err(_) => format!("{scheme}://?"),
+        }
+    }
+}
+
+/// Binds every listener of `config`; a TLS one serves the certificates of
+/// the gateway's current snapshot for its place in `listen`.
+pub async fn bind(gateway: &Arc<Gateway>, config: &Config) -> Result<Vec<Bound>, StartError> {
+    let mut bound = Vec::new();
+    for (i, listener) in config.listen.0.iter().enumerate() {
+        let address = listener.address;
+        let socket = TcpListener::bind(address)
+            .await
+            .map_err(|source| StartError::Bind { address, source })?;
+        let tls = match &listener.tls {
+            None => None,
+            Some(settings) => {
+                let gateway = gateway.clone();
+                let certificates: tls::accept::Certificates =
+                    Arc::new(move || gateway.snapshot().certificates.get(i).cloned().flatten());
+                let acceptor = tls::Acceptor::new(certificates, settings.handshake_timeout.0)
+                    .map_err(|source| StartError::Tls { address, source })?;
+                Some(acceptor)
+            }
+        };
+        bound.push(Bound {
+            listener: socket,
+            tls,
+        });
+    }
+    Ok(bound)
+}
+
+/// Accepts connections on every listener until `shutdown` resolves, then
+/// asks every open one to finish and waits up to `drain_timeout` for them
+/// (tunnels included). At most `max_connections` are open at once, all
+/// listeners together: past it accepting stops and new clients wait in the
+/// kernel's backlog.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<Bound>,
     gateway: Arc<Gateway>,
     settings: &ServerConfig,
     shutdown: impl Future<Output = ()>,
@@ -184,19 +280,24 @@ pub async fn serve(
         per_address: connection::PerAddress::new(settings.max_connections_per_address),
     });
     let slots = Arc::new(Semaphore::new(settings.max_connections));
-    tokio::pin!(shutdown);
-
-    loop {
-        let (slot, stream, client) = tokio::select! {
-            accepted = accept(&listener, &slots) => accepted,
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let drain = connections.drain.guard();
-        tokio::spawn(connections.clone().serve(stream, client, slot, drain));
+    let (stop, stopped) = watch::channel(false);
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|bound| {
+            tokio::spawn(accept_until_stopped(
+                bound,
+                connections.clone(),
+                slots.clone(),
+                stopped.clone(),
+            ))
+        })
+        .collect();
+    shutdown.await;
+    stop.send_replace(true);
+    for listener in accepting {
+        let _ = listener.await;
     }
 
-    drop(listener);
     let drain = &connections.drain;
     tracing::info!(
         connections = drain.open(),
@@ -207,6 +308,29 @@ pub async fn serve(
         () = tokio::time::sleep(settings.drain_timeout.0) => {
             tracing::warn!("drain timeout reached; closing remaining connections");
         }
+    }
+}
+
+/// One listener's accept loop; the socket closes when it ends.
+async fn accept_until_stopped(
+    bound: Bound,
+    connections: Arc<connection::Listener>,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let tls = bound.tls.map(Arc::new);
+    loop {
+        let (slot, stream, client) = tokio::select! {
+            accepted = accept(&bound.listener, &slots) => accepted,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let drain = connections.drain.guard();
+        tokio::spawn(
+            connections
+                .clone()
+                .serve(stream, client, tls.clone(), slot, drain),
+        );
     }
 }
 

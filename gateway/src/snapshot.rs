@@ -14,12 +14,17 @@ use crate::plugin::services::{self, Granted, Resources};
 use crate::plugin::{Chain, PluginError, PluginRuntime};
 use crate::routing::{Route, Router};
 use crate::state::StateStore;
+use crate::tls::CertificateSet;
+use crate::tls::origin::Origin;
 use crate::upstream::{Upstream, spawn_health_checks};
 
 #[derive(Debug)]
 pub struct Snapshot {
     pub router: Router,
     upstreams: Vec<Arc<Upstream>>,
+    /// The certificates of each listener in `listen`, in its order
+    /// (`None` for a plain one).
+    pub certificates: Vec<Option<Arc<CertificateSet>>>,
     /// `key_sets:`, by name.
     pub key_sets: BTreeMap<String, Arc<KeySet>>,
     /// Plugins' shared counters (`state:`); `None` if it could not be built.
@@ -50,22 +55,9 @@ impl Snapshot {
         plugins: Option<&Arc<PluginRuntime>>,
         previous: Option<&Snapshot>,
     ) -> Result<Self, ConfigError> {
-        let upstreams: Vec<Arc<Upstream>> = config
-            .upstreams
-            .iter()
-            .map(|(name, upstream)| {
-                let same = previous.and_then(|p| {
-                    p.upstreams
-                        .iter()
-                        .find(|u| *u.name == **name && u.config == *upstream)
-                });
-                match same {
-                    Some(kept) => kept.clone(),
-                    None => Arc::new(Upstream::new(name, upstream)),
-                }
-            })
-            .collect();
         let mut built = Built::default();
+        let certificates = certificates(config, &mut built);
+        let upstreams = upstreams(config, previous, &mut built);
         let key_sets = key_sets(config, &upstreams, previous, &mut built);
         let resources = Resources {
             state: state_store(config, previous, &mut built),
@@ -84,6 +76,9 @@ impl Snapshot {
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
             let Some(upstream) = upstreams.iter().position(|u| *u.name == *route.upstream) else {
+                if config.upstreams.contains_key(&route.upstream) {
+                    continue; // That upstream's own problem is reported.
+                }
                 built.problems.push((
                     format!("routes[{i}].upstream"),
                     format!("no upstream named \"{}\"", route.upstream),
@@ -109,6 +104,7 @@ impl Snapshot {
         }
         Ok(Self {
             router: Router::new(routes),
+            certificates,
             upstreams,
             key_sets: resources.key_sets,
             state: resources.state,
@@ -142,6 +138,84 @@ impl Snapshot {
             .map(|u| u.as_ref())
             .ok_or_else(|| ProxyError::Internal(format!("no upstream at index {index}")))
     }
+}
+
+/// Each listener's certificates, read and checked; a problem names the
+/// file's field, and a certificate near its end date gets a warning.
+fn certificates(config: &Config, built: &mut Built) -> Vec<Option<Arc<CertificateSet>>> {
+    let base = config.origin.base_dir();
+    let now = std::time::SystemTime::now();
+    let mut sets = Vec::new();
+    for (i, listener) in config.listen.0.iter().enumerate() {
+        let Some(tls) = &listener.tls else {
+            sets.push(None);
+            continue;
+        };
+        match CertificateSet::load(&tls.certificates, &base, now) {
+            Ok((set, warnings)) => {
+                built.warnings.extend(
+                    warnings
+                        .into_iter()
+                        .map(|w| format!("listen[{i}].tls.certificates: {w}")),
+                );
+                sets.push(Some(Arc::new(set)));
+            }
+            Err(problems) => {
+                for (j, error) in problems {
+                    built.problems.push((
+                        format!("listen[{i}].tls.certificates[{j}].{}", error.field),
+                        error.message,
+                    ));
+                }
+                sets.push(None);
+            }
+        }
+    }
+    sets
+}
+
+/// The upstream pools. One whose config and TLS files are unchanged from
+/// `previous` is carried over with its connections and health.
+fn upstreams(
+    config: &Config,
+    previous: Option<&Snapshot>,
+    built: &mut Built,
+) -> Vec<Arc<Upstream>> {
+    let base = config.origin.base_dir();
+    let mut upstreams = Vec::new();
+    for (name, upstream) in &config.upstreams {
+        let at = format!("upstreams.{name}");
+        let origin = if upstream.targets.iter().any(|t| t.url.https) {
+            let tls = upstream.tls.clone().unwrap_or_default();
+            match Origin::new(&tls, &base) {
+                Ok(origin) => Some(origin),
+                Err((field, message)) => {
+                    let field = match upstream.tls {
+                        Some(_) => format!("{at}.tls.{field}"),
+                        None => format!("{at}.targets"),
+                    };
+                    built.problems.push((field, message));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let same = previous.and_then(|p| {
+            p.upstreams
+                .iter()
+                .find(|u| *u.name == **name && u.config == *upstream && u.origin == origin)
+        });
+        if let Some(kept) = same {
+            upstreams.push(kept.clone());
+            continue;
+        }
+        match Upstream::new(name, upstream, origin) {
+            Ok(built_upstream) => upstreams.push(Arc::new(built_upstream)),
+            Err(message) => built.problems.push((format!("{at}.targets"), message)),
+        }
+    }
+    upstreams
 }
 
 /// The plugin folder of `config`, resolved against the config file's folder.

@@ -22,7 +22,7 @@ use crate::config::{HealthCheckConfig, UpstreamConfig};
 use crate::error::ProxyError;
 
 pub use health_check::spawn_health_checks;
-use pool::ConnectionPool;
+use pool::{ConnectionPool, TargetAddress};
 
 #[derive(Debug)]
 pub struct Upstream {
@@ -38,6 +38,8 @@ pub struct Upstream {
     /// What this upstream was built from: a reload keeps it (connections,
     /// health) when the new config has the same.
     pub config: UpstreamConfig,
+    /// How https targets are reached, as loaded from its files.
+    pub origin: Option<crate::tls::origin::Origin>,
     health_checks_started: AtomicBool,
 }
 
@@ -56,7 +58,13 @@ pub enum AttemptError {
 }
 
 impl Upstream {
-    pub fn new(name: &str, config: &UpstreamConfig) -> Self {
+    /// `origin` is needed when a target is `https://`; a target's host that
+    /// no certificate could be checked against is an error.
+    pub fn new(
+        name: &str,
+        config: &UpstreamConfig,
+        origin: Option<crate::tls::origin::Origin>,
+    ) -> Result<Self, String> {
         let ejection = Ejection {
             max_fails: config.passive_health.max_fails,
             cooldown: config.passive_health.cooldown.0,
@@ -67,15 +75,24 @@ impl Upstream {
             config.hash_on.clone(),
             ejection,
         );
-        let authorities: Vec<_> = pool.targets().iter().map(|t| t.authority.clone()).collect();
-        Self {
+        let targets: Vec<_> = config
+            .targets
+            .iter()
+            .map(|t| TargetAddress {
+                authority: t.url.authority.clone(),
+                https: t.url.https,
+            })
+            .collect();
+        let connections = ConnectionPool::new(
+            &targets,
+            origin.as_ref(),
+            config.timeouts.connect.0,
+            config.keepalive.idle_timeout.0,
+            config.keepalive.max_idle_per_target,
+        )?;
+        Ok(Self {
             name: name.into(),
-            connections: std::sync::Arc::new(ConnectionPool::new(
-                &authorities,
-                config.timeouts.connect.0,
-                config.keepalive.idle_timeout.0,
-                config.keepalive.max_idle_per_target,
-            )),
+            connections: std::sync::Arc::new(connections),
             pool,
             request_timeout: config.timeouts.request.0,
             connect_timeout: config.timeouts.connect.0,
@@ -83,8 +100,9 @@ impl Upstream {
             preserve_host: config.preserve_host,
             health_check: config.health_check.clone(),
             config: config.clone(),
+            origin,
             health_checks_started: AtomicBool::new(false),
-        }
+        })
     }
 
     /// Chooses a target, or says that none is healthy.

@@ -30,11 +30,24 @@ pub struct Context {
     local: Option<Rc<Local>>,
 }
 
+/// How a request reached the gateway over TLS ([`Context::tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSession {
+    /// The name the client asked for (SNI), lowercase; `None` when it sent
+    /// none (clients connecting by IP address do not).
+    pub server_name: Option<String>,
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: String,
+    /// The protocol agreed by ALPN (`h2`, `http/1.1`).
+    pub alpn: Option<String>,
+}
+
 #[derive(Debug, Default)]
 struct Local {
     route: String,
     request_id: String,
     client_address: String,
+    tls: RefCell<Option<TlsSession>>,
     upstream: String,
     params: RefCell<Vec<(String, String)>>,
     values: RefCell<Vec<(String, String)>>,
@@ -64,6 +77,12 @@ impl Context {
                 .params
                 .borrow_mut()
                 .push((name.to_string(), value.to_string()));
+        }
+    }
+
+    pub(crate) fn set_tls(&self, session: TlsSession) {
+        if let Some(local) = &self.local {
+            *local.tls.borrow_mut() = Some(session);
         }
     }
 
@@ -128,6 +147,19 @@ impl Context {
         self.local
             .as_ref()
             .map_or_else(host::client_address, |l| l.client_address.clone())
+    }
+
+    /// The TLS session the request came over; `None` over plain HTTP.
+    /// Off the gateway, what [`Request::with_tls`](crate::Request::with_tls) set.
+    pub fn tls(&self) -> Option<TlsSession> {
+        match &self.local {
+            Some(local) => local.tls.borrow().clone(),
+            None => host::tls().map(|s| TlsSession {
+                server_name: s.server_name,
+                version: s.version,
+                alpn: s.alpn,
+            }),
+        }
     }
 
     /// The name of the upstream pool the route sends to.

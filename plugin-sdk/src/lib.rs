@@ -50,7 +50,7 @@ mod duration;
 mod headers;
 mod message;
 
-pub use context::Context;
+pub use context::{Context, TlsSession};
 pub use duration::{DurationRule, parse_duration};
 pub use headers::Headers;
 pub use message::{Request, RequestHead, Response};

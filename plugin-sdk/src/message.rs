@@ -49,6 +49,12 @@ impl Request {
         }
     }
 
+    /// This request as if it came over TLS (for unit tests).
+    pub fn with_tls(self, session: crate::TlsSession) -> Self {
+        self.context.set_tls(session);
+        self
+    }
+
     /// Sets a route `{param}` capture (for unit tests).
     pub fn with_param(self, name: &str, value: &str) -> Self {
         self.context.add_param(name, value);
@@ -184,6 +190,11 @@ impl Request {
     /// The client's IP address.
     pub fn client_address(&self) -> String {
         self.context.client_address()
+    }
+
+    /// The TLS session the request came over; `None` over plain HTTP.
+    pub fn tls(&self) -> Option<crate::TlsSession> {
+        self.context.tls()
     }
 
     /// A `{param}` captured by the route's path pattern.

@@ -406,7 +406,7 @@ async fn bad_plugins_fail_the_config_load_with_route_and_plugin_named() {
         ),
         (
             "  - name: users\n    upstream: svc\n    plugins:\n      - name: probe\n        config: { colour: blue }\n",
-            "FILE:12: routes[0].plugins[0].config.colour: plugin \"probe\" refused the config of route \"users\": invalid config: unknown field `colour`, expected one of `tag`, `respond`, `respond_headers`, `refuse`, `fail_on`, `how`, `fail_when_header`, `bodies`, `log`, `report_sandbox`, `remember_header`, `recall`, `echo_request_header`, `spin_from_header`, `not_implemented`, `count_calls`\n",
+            "FILE:12: routes[0].plugins[0].config.colour: plugin \"probe\" refused the config of route \"users\": invalid config: unknown field `colour`, expected one of `tag`, `respond`, `respond_headers`, `refuse`, `fail_on`, `how`, `fail_when_header`, `bodies`, `log`, `report_sandbox`, `remember_header`, `recall`, `echo_request_header`, `spin_from_header`, `report_tls`, `not_implemented`, `count_calls`\n",
         ),
         (
             // A field of the wrong type: the plugin names it, the gateway finds its line.

@@ -53,7 +53,7 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "listen: 127.0.0.1:99999\n",
-            "FILE:1: listen: invalid socket address syntax\n",
+            "FILE:1: listen: `127.0.0.1:99999` is not an address; write it like 0.0.0.0:8080\n",
         ),
         (
             "lisen: 0.0.0.0:80\n",
@@ -68,8 +68,8 @@ fn broken_files_get_exact_messages() {
             "FILE:8: routes[0].timeout: `5 seconds` is not a duration; write it like 250ms, 5s, 1m or 2h\n",
         ),
         (
-            "upstreams:\n  u:\n    targets:\n      - { url: \"https://10.0.0.1:443\" }\n",
-            "FILE:4: upstreams.u.targets[0].url: `https://10.0.0.1:443`: https upstreams are not supported yet\n",
+            "upstreams:\n  u:\n    targets:\n      - { url: \"ftp://10.0.0.1:443\" }\n",
+            "FILE:4: upstreams.u.targets[0].url: `ftp://10.0.0.1:443` must start with http:// or https://\n",
         ),
         (
             "server:\n  trusted_proxies: [10.0.0.0/33]\n",

@@ -17,8 +17,9 @@ use crate::routing::{HostPattern, PathPattern};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// One address, or a list of listeners (plain or TLS).
     #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
+    pub listen: super::tls::Listen,
     /// Reserved for the admin API (status, reloads); validated now.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
@@ -60,8 +61,8 @@ impl Origin {
     }
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 8080))
+fn default_listen() -> super::tls::Listen {
+    super::tls::Listen::one(SocketAddr::from(([0, 0, 0, 0], 8080)))
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -266,6 +267,9 @@ pub struct UpstreamConfig {
     pub preserve_host: bool,
     #[serde(default)]
     pub keepalive: KeepaliveConfig,
+    /// How `https://` targets are checked and reached.
+    #[serde(default)]
+    pub tls: Option<super::tls::UpstreamTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -280,12 +284,14 @@ fn default_weight() -> u32 {
     1
 }
 
-/// `http://host:port` of one upstream target.
+/// `http://host:port` or `https://host:port` of one upstream target.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct TargetUrl {
     /// `host:port`, as sent in the request line's authority and default Host.
     pub authority: http::uri::Authority,
+    /// `https://`: the gateway talks TLS to this target.
+    pub https: bool,
 }
 
 impl TryFrom<String> for TargetUrl {
@@ -294,13 +300,11 @@ impl TryFrom<String> for TargetUrl {
         let uri: http::Uri = text
             .parse()
             .map_err(|_| format!("`{text}` is not a URL; write it like http://10.0.0.5:8080"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!("`{text}`: https upstreams are not supported yet"));
-            }
-            _ => return Err(format!("`{text}` must start with http://")),
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("`{text}` must start with http:// or https://")),
+        };
         if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
             return Err(format!(
                 "`{text}` must not have a path; use a route `rewrite`"
@@ -315,7 +319,7 @@ impl TryFrom<String> for TargetUrl {
                 "`{text}` needs an explicit port, like http://{authority}:80"
             ));
         }
-        Ok(Self { authority })
+        Ok(Self { authority, https })
     }
 }
 

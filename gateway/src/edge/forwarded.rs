@@ -72,10 +72,17 @@ impl<'de> Deserialize<'de> for Cidr {
     }
 }
 
-/// Sets the forwarding headers for a request from `client_ip` to `host`.
-/// From a trusted proxy the chain is extended and its `-Proto`/`-Host`
-/// kept; from anyone else every forwarding header is replaced.
-pub fn set_forwarding(headers: &mut HeaderMap, client_ip: &HeaderValue, host: &str, trusted: bool) {
+/// Sets the forwarding headers for a request from `client_ip` to `host`,
+/// over TLS when `https`. From a trusted proxy the chain is extended and
+/// its `-Proto`/`-Host` kept; from anyone else every forwarding header is
+/// replaced.
+pub fn set_forwarding(
+    headers: &mut HeaderMap,
+    client_ip: &HeaderValue,
+    host: &str,
+    trusted: bool,
+    https: bool,
+) {
     if !trusted {
         for name in [
             &X_FORWARDED_FOR,
@@ -101,7 +108,11 @@ pub fn set_forwarding(headers: &mut HeaderMap, client_ip: &HeaderValue, host: &s
         }
     }
     if let header::Entry::Vacant(slot) = headers.entry(&X_FORWARDED_PROTO) {
-        slot.insert(HeaderValue::from_static("http"));
+        slot.insert(HeaderValue::from_static(if https {
+            "https"
+        } else {
+            "http"
+        }));
     }
     if let header::Entry::Vacant(slot) = headers.entry(&X_FORWARDED_HOST)
         && let Ok(host) = HeaderValue::from_str(host)
@@ -150,11 +161,16 @@ mod tests {
             &HeaderValue::from_static("10.0.0.1"),
             "api:80",
             false,
+            false,
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api:80");
         assert!(!h.contains_key("forwarded") && !h.contains_key("x-real-ip"));
+        let mut over_tls = headers(&[("x-forwarded-proto", "http")]);
+        let ip = HeaderValue::from_static("10.0.0.1");
+        set_forwarding(&mut over_tls, &ip, "api", false, true);
+        assert_eq!(over_tls["x-forwarded-proto"], "https");
     }
 
     #[test]
@@ -165,7 +181,13 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-real-ip", "1.1.1.1"),
         ]);
-        set_forwarding(&mut h, &HeaderValue::from_static("10.0.0.1"), "api", true);
+        set_forwarding(
+            &mut h,
+            &HeaderValue::from_static("10.0.0.1"),
+            "api",
+            true,
+            false,
+        );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api");

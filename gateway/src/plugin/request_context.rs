@@ -21,6 +21,7 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 pub struct RequestContext {
     request_id: HeaderValue,
     client_ip: HeaderValue,
+    tls: Option<Arc<crate::tls::Session>>,
     params: Params,
     upstream: Arc<str>,
     values: Vec<(String, String)>,
@@ -68,6 +69,7 @@ impl Default for RequestContext {
         Self::new(
             &HeaderValue::from_static(""),
             &HeaderValue::from_static(""),
+            None,
             &Params::new(),
             &Arc::from(""),
         )
@@ -78,12 +80,14 @@ impl RequestContext {
     pub fn new(
         request_id: &HeaderValue,
         client_ip: &HeaderValue,
+        tls: Option<Arc<crate::tls::Session>>,
         params: &Params,
         upstream: &Arc<str>,
     ) -> Self {
         Self {
             request_id: request_id.clone(),
             client_ip: client_ip.clone(),
+            tls,
             params: params.clone(),
             upstream: upstream.clone(),
             values: Vec::new(),
@@ -98,6 +102,11 @@ impl RequestContext {
 
     pub fn client_address(&self) -> String {
         lossy(&self.client_ip)
+    }
+
+    /// The TLS session the request came over; `None` over plain HTTP.
+    pub fn tls(&self) -> Option<&crate::tls::Session> {
+        self.tls.as_deref()
     }
 
     pub fn params(&self) -> &Params {

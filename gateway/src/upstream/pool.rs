@@ -1,28 +1,32 @@
-//! Keep-alive HTTP/1 connections to an upstream's targets.
+//! Keep-alive connections to an upstream's targets: HTTP/1.1, over TLS for
+//! `https://` targets, and HTTP/2 where a TLS target picks it by ALPN.
 //!
 //! hyper-util's pooled client cost about a quarter of the proxy's user-space
 //! instructions per request (callgrind): a hashed pool key and a lock on
 //! checkout and return, and a task spawned per request to put the connection
-//! back once the response body is done. Here a connection goes back into its
-//! target's list as soon as the response head arrives, and checkout takes
-//! the first one that is ready for a new request, passing over those still
-//! streaming a body. No hashing, no task per request. One task per pool
+//! back once the response body is done. Here an HTTP/1 connection goes back
+//! into its target's list as soon as the response head arrives, and checkout
+//! takes the first one that is ready for a new request, passing over those
+//! still streaming a body. No hashing, no task per request. An HTTP/2
+//! connection is shared by every request to its target. One task per pool
 //! closes connections left idle longer than the idle timeout.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::header::{HOST, HeaderValue};
-use http::uri::Authority;
-use http::{Request, Response};
+use http::header::{HOST, HeaderValue, UPGRADE};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::AttemptError;
 use crate::body::Body;
+use crate::tls::origin::Origin;
 
 /// Connections to each target of one upstream, in the pool's target order.
 #[derive(Debug)]
@@ -34,48 +38,97 @@ pub struct ConnectionPool {
     reaper_started: AtomicBool,
 }
 
+/// One target of a pool: where it is and how it is reached.
+#[derive(Debug, Clone)]
+pub struct TargetAddress {
+    pub authority: Authority,
+    /// `https://`: TLS, checked as `origin` says.
+    pub https: bool,
+}
+
 #[derive(Debug)]
 struct TargetConnections {
     /// `host:port` to connect to (port 80 when the URL has none).
     address: String,
     /// The Host header sent when the request has none.
     host: HeaderValue,
+    /// How TLS is spoken to this target; `None` for plain HTTP.
+    tls: Option<(Origin, rustls::pki_types::ServerName<'static>)>,
     idle: Mutex<Vec<Pooled>>,
+    /// The HTTP/2 connection every request shares, once one is open.
+    shared: Mutex<Option<Pooled2>>,
+    /// Held while connecting to a target that may pick HTTP/2, so requests
+    /// arriving together share the one connection instead of opening many.
+    connecting: tokio::sync::Mutex<()>,
+    /// The target answered an offer of HTTP/2 with HTTP/1.1: connections
+    /// are not shared, so they are opened without waiting for each other.
+    picks_http1: AtomicBool,
 }
 
 #[derive(Debug)]
 struct Pooled {
-    sender: SendRequest<Body>,
+    sender: http1::SendRequest<Body>,
     returned: Instant,
 }
 
+#[derive(Debug)]
+struct Pooled2 {
+    sender: http2::SendRequest<Body>,
+    used: Instant,
+}
+
+/// A connection ready for one request.
+enum Sender {
+    Http1(http1::SendRequest<Body>),
+    Http2(http2::SendRequest<Body>),
+}
+
 impl ConnectionPool {
+    /// A pool for `targets`; `origin` says how `https://` ones are reached
+    /// (a target's host it cannot check a certificate against is an error).
     pub fn new(
-        targets: &[Authority],
+        targets: &[TargetAddress],
+        origin: Option<&Origin>,
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let targets = targets
             .iter()
-            .map(|authority| TargetConnections {
-                address: format!(
-                    "{}:{}",
-                    authority.host(),
-                    authority.port_u16().unwrap_or(80)
-                ),
-                host: HeaderValue::from_str(authority.as_str())
-                    .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
-                idle: Mutex::new(Vec::new()),
+            .map(|target| {
+                let authority = &target.authority;
+                let tls = match (target.https, origin) {
+                    (false, _) => None,
+                    (true, None) => {
+                        return Err(format!("{authority}: https needs TLS settings"));
+                    }
+                    (true, Some(origin)) => {
+                        Some((origin.clone(), origin.server_name(authority.host())?))
+                    }
+                };
+                Ok(TargetConnections {
+                    address: format!(
+                        "{}:{}",
+                        authority.host(),
+                        authority.port_u16().unwrap_or(80)
+                    ),
+                    host: HeaderValue::from_str(authority.as_str())
+                        .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+                    tls,
+                    idle: Mutex::new(Vec::new()),
+                    shared: Mutex::new(None),
+                    connecting: tokio::sync::Mutex::new(()),
+                    picks_http1: AtomicBool::new(false),
+                })
             })
-            .collect();
-        Self {
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
             targets,
             connect_timeout,
             idle_timeout,
             max_idle,
             reaper_started: AtomicBool::new(false),
-        }
+        })
     }
 
     /// Sends `request` (origin-form) to `target` and waits for the response
@@ -90,36 +143,67 @@ impl ConnectionPool {
         if !request.headers().contains_key(HOST) {
             request.headers_mut().insert(HOST, connections.host.clone());
         }
+        // An upgrade (WebSocket) needs an HTTP/1.1 connection of its own.
+        let upgrade = request.headers().contains_key(UPGRADE);
         loop {
-            let (mut sender, reused) = match self.checkout(connections) {
+            let (sender, reused) = match self.checkout(connections, upgrade) {
                 Some(sender) => (sender, true),
-                None => (self.connect(connections).await?, false),
+                None => self.connect_or_share(connections, upgrade).await?,
             };
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    self.checkin(connections, sender);
-                    return Ok(response);
-                }
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(attempt_error(&error.into_error())),
+            let unsent = match sender {
+                Sender::Http1(mut sender) => match sender.try_send_request(request).await {
+                    Ok(response) => {
+                        self.checkin(connections, sender);
+                        return Ok(response);
+                    }
+                    Err(mut error) => match error.take_message() {
+                        Some(unsent) if reused => unsent,
+                        _ => return Err(attempt_error(&error.into_error())),
+                    },
                 },
-            }
+                Sender::Http2(mut sender) => {
+                    let request = absolute_form(request, connections.tls.is_some());
+                    match sender.try_send_request(request).await {
+                        Ok(response) => return Ok(response),
+                        Err(mut error) => match error.take_message() {
+                            Some(unsent) if reused => {
+                                if let Ok(mut shared) = connections.shared.lock() {
+                                    *shared = None;
+                                }
+                                unsent
+                            }
+                            _ => return Err(attempt_error(&error.into_error())),
+                        },
+                    }
+                }
+            };
+            request = unsent;
         }
     }
 
-    /// The first idle connection ready for a request; closed and expired
-    /// ones are dropped on the way.
-    fn checkout(&self, connections: &TargetConnections) -> Option<SendRequest<Body>> {
+    /// The shared HTTP/2 connection, or the first idle HTTP/1 one ready
+    /// for a request; closed and expired ones are dropped on the way.
+    fn checkout(&self, connections: &TargetConnections, upgrade: bool) -> Option<Sender> {
+        if !upgrade
+            && let Ok(mut shared) = connections.shared.lock()
+            && let Some(pooled) = shared.as_mut()
+        {
+            if pooled.sender.is_closed() {
+                *shared = None;
+            } else {
+                pooled.used = Instant::now();
+                return Some(Sender::Http2(pooled.sender.clone()));
+            }
+        }
         let mut idle = connections.idle.lock().ok()?;
         self.drop_expired(&mut idle);
         let ready = idle.iter().position(|c| c.sender.is_ready())?;
-        Some(idle.swap_remove(ready).sender)
+        Some(Sender::Http1(idle.swap_remove(ready).sender))
     }
 
     /// Back into the list at once: busy until its response body is read,
     /// then ready for the next checkout.
-    fn checkin(&self, connections: &TargetConnections, sender: SendRequest<Body>) {
+    fn checkin(&self, connections: &TargetConnections, sender: http1::SendRequest<Body>) {
         if let Ok(mut idle) = connections.idle.lock()
             && idle.len() < self.max_idle
         {
@@ -153,6 +237,14 @@ impl ConnectionPool {
                     if let Ok(mut idle) = target.idle.lock() {
                         pool.drop_expired(&mut idle);
                     }
+                    // Requests still streaming on it hold their own handle.
+                    if let Ok(mut shared) = target.shared.lock()
+                        && shared.as_ref().is_some_and(|p| {
+                            p.sender.is_closed() || p.used.elapsed() >= pool.idle_timeout
+                        })
+                    {
+                        *shared = None;
+                    }
                 }
             }
         });
@@ -166,22 +258,48 @@ impl ConnectionPool {
             .map_or(0, |idle| idle.len())
     }
 
+    /// A new connection; or, towards a target that may pick HTTP/2, the
+    /// one another request has just opened, once it is open.
+    async fn connect_or_share(
+        self: &Arc<Self>,
+        connections: &TargetConnections,
+        upgrade: bool,
+    ) -> Result<(Sender, bool), AttemptError> {
+        let may_share = !upgrade
+            && connections
+                .tls
+                .as_ref()
+                .is_some_and(|(origin, _)| origin.http2.is_some())
+            && !connections.picks_http1.load(Ordering::Relaxed);
+        if !may_share {
+            return Ok((self.connect(connections, upgrade).await?, false));
+        }
+        let _turn = connections.connecting.lock().await;
+        if let Some(sender) = self.checkout(connections, upgrade) {
+            return Ok((sender, true));
+        }
+        Ok((self.connect(connections, upgrade).await?, false))
+    }
+
+    /// A new connection: TCP, then TLS for an https target, all within the
+    /// connect timeout; then HTTP/2 if TLS agreed on it, else HTTP/1.1.
     async fn connect(
         self: &Arc<Self>,
         connections: &TargetConnections,
-    ) -> Result<SendRequest<Body>, AttemptError> {
+        upgrade: bool,
+    ) -> Result<Sender, AttemptError> {
         self.start_reaper();
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let timed_out = || AttemptError::Connect {
+            reason: format!(
+                "no connection within {}ms",
+                self.connect_timeout.as_millis()
+            ),
+            timed_out: true,
+        };
         let connecting = TcpStream::connect(&connections.address);
-        let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Err(_) => {
-                return Err(AttemptError::Connect {
-                    reason: format!(
-                        "no connection within {}ms",
-                        self.connect_timeout.as_millis()
-                    ),
-                    timed_out: true,
-                });
-            }
+        let stream = match tokio::time::timeout_at(deadline, connecting).await {
+            Err(_) => return Err(timed_out()),
             Ok(Err(error)) => {
                 return Err(AttemptError::Connect {
                     timed_out: error.kind() == std::io::ErrorKind::TimedOut,
@@ -191,21 +309,86 @@ impl ConnectionPool {
             Ok(Ok(stream)) => stream,
         };
         let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        let Some((origin, server_name)) = &connections.tls else {
+            return http1_over(stream).await.map(Sender::Http1);
+        };
+        let connector = match &origin.http2 {
+            Some(http2) if !upgrade => http2,
+            _ => &origin.http1,
+        };
+        let handshake = connector.connect(server_name.clone(), stream);
+        let stream = match tokio::time::timeout_at(deadline, handshake).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(error)) => {
+                return Err(AttemptError::Connect {
+                    reason: format!("TLS handshake failed: {error}"),
+                    timed_out: false,
+                });
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            if !upgrade && origin.http2.is_some() {
+                connections.picks_http1.store(true, Ordering::Relaxed);
+            }
+            return http1_over(stream).await.map(Sender::Http1);
+        }
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .map_err(|e| AttemptError::Broken(innermost(&e)))?;
         tokio::spawn(async move {
-            // Upgrades: a WebSocket response hands the socket to the tunnel.
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "upstream connection ended with an error");
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream HTTP/2 connection ended with an error");
             }
         });
-        sender
-            .ready()
-            .await
-            .map_err(|e| AttemptError::Broken(innermost(&e)))?;
-        Ok(sender)
+        if let Ok(mut shared) = connections.shared.lock() {
+            *shared = Some(Pooled2 {
+                sender: sender.clone(),
+                used: Instant::now(),
+            });
+        }
+        Ok(Sender::Http2(sender))
     }
+}
+
+/// An HTTP/1.1 connection over `io`, its task spawned.
+async fn http1_over<IO>(io: IO) -> Result<http1::SendRequest<Body>, AttemptError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| AttemptError::Broken(innermost(&e)))?;
+    tokio::spawn(async move {
+        // Upgrades: a WebSocket response hands the socket to the tunnel.
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(%error, "upstream connection ended with an error");
+        }
+    });
+    sender
+        .ready()
+        .await
+        .map_err(|e| AttemptError::Broken(innermost(&e)))?;
+    Ok(sender)
+}
+
+/// HTTP/2 carries the scheme and authority in the request itself: the
+/// origin-form URI becomes absolute, with the Host header as authority.
+fn absolute_form(mut request: Request<Body>, https: bool) -> Request<Body> {
+    let authority = request
+        .headers_mut()
+        .remove(HOST)
+        .and_then(|host| Authority::try_from(host.as_bytes()).ok());
+    let mut parts = request.uri().clone().into_parts();
+    parts.scheme = Some(if https { Scheme::HTTPS } else { Scheme::HTTP });
+    parts.authority = authority.or(parts.authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    request
 }
 
 /// A failed exchange: the client's body failing (malformed, aborted, idle)
@@ -272,6 +455,14 @@ mod tests {
         (authority, seen)
     }
 
+    fn plain_pool(authority: Authority, idle_timeout: Duration) -> ConnectionPool {
+        let target = TargetAddress {
+            authority,
+            https: false,
+        };
+        ConnectionPool::new(&[target], None, Duration::from_secs(1), idle_timeout, 8).expect("pool")
+    }
+
     async fn get(pool: &Arc<ConnectionPool>) -> http::StatusCode {
         let request = Request::get("/")
             .body(crate::body::empty())
@@ -288,12 +479,7 @@ mod tests {
     #[tokio::test]
     async fn connections_are_reused_then_closed_when_idle_too_long() {
         let (authority, mut seen) = target().await;
-        let pool = Arc::new(ConnectionPool::new(
-            &[authority],
-            Duration::from_secs(1),
-            Duration::from_millis(300),
-            8,
-        ));
+        let pool = Arc::new(plain_pool(authority, Duration::from_millis(300)));
         for _ in 0..3 {
             assert_eq!(get(&pool).await, http::StatusCode::OK);
         }
@@ -312,12 +498,7 @@ mod tests {
             .expect("free port")
             .port();
         let authority: Authority = format!("127.0.0.1:{port}").parse().expect("authority");
-        let pool = Arc::new(ConnectionPool::new(
-            &[authority],
-            Duration::from_secs(1),
-            Duration::from_secs(60),
-            8,
-        ));
+        let pool = Arc::new(plain_pool(authority, Duration::from_secs(60)));
         let request = Request::get("/")
             .body(crate::body::empty())
             .expect("request");

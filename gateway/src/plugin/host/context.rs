@@ -25,6 +25,16 @@ impl context::Host for HostState {
     fn client_address(&mut self) -> wasmtime::Result<String> {
         Ok(self.request_context()?.client_address())
     }
+    fn tls(&mut self) -> wasmtime::Result<Option<context::TlsSession>> {
+        Ok(self
+            .request_context()?
+            .tls()
+            .map(|session| context::TlsSession {
+                server_name: session.server_name.clone(),
+                version: session.version.to_string(),
+                alpn: session.alpn.clone(),
+            }))
+    }
     fn params(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(self.request_context()?.params().clone())
     }

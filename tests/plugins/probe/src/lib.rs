@@ -27,7 +27,9 @@
 //!   upstream, into response header `x-request-NAME` (`none` when absent);
 //! - `spin_from_header: true` spins for as many iterations as request header
 //!   `x-spin-iterations` says and reports the wall time it took in request
-//!   header `x-spun-us`.
+//!   header `x-spun-us`;
+//! - `report_tls: true` describes the request's TLS session in request
+//!   header `x-tls` (`none` over plain HTTP).
 //!
 //! With an empty config it does nothing at all (the no-op plugin of benchmarks).
 
@@ -54,6 +56,8 @@ struct Config {
     echo_request_header: Option<String>,
     #[serde(default)]
     spin_from_header: bool,
+    #[serde(default)]
+    report_tls: bool,
     #[serde(default)]
     not_implemented: bool,
     #[serde(default)]
@@ -125,6 +129,17 @@ impl Plugin for Probe {
         }
         if let Some(tag) = &self.cfg.tag {
             append_tag(request.headers_mut(), "x-chain", tag);
+        }
+        if self.cfg.report_tls {
+            let described = request.tls().map_or("none".to_string(), |tls| {
+                format!(
+                    "{} sni={} alpn={}",
+                    tls.version,
+                    tls.server_name.as_deref().unwrap_or("-"),
+                    tls.alpn.as_deref().unwrap_or("-")
+                )
+            });
+            request.headers_mut().insert("x-tls", &described);
         }
         if let Some(name) = &self.cfg.remember_header
             && let Some(value) = request.headers().get(name)
