@@ -23,5 +23,6 @@ mod reload;
 mod routing;
 mod shutdown;
 mod streaming;
+mod tls;
 mod transform;
 mod validate;

@@ -5,6 +5,7 @@ pub mod client;
 pub mod gateway;
 pub mod plugins;
 pub mod redis;
+pub mod tls;
 pub mod tokens;
 
 pub use backend::Backend;

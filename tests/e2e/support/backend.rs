@@ -31,6 +31,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
+    /// Serves HTTPS (its answers add `tls_server_name`, what SNI asked for).
+    pub https: bool,
     state: Arc<State>,
     accept_loop: JoinHandle<()>,
 }
@@ -61,6 +63,17 @@ impl Backend {
 
     /// Starts on a given address (to bring a stopped backend back on its port).
     pub async fn start_on(name: &str, addr: &str) -> Backend {
+        Self::start_with(name, addr, None).await
+    }
+
+    /// Starts an HTTPS backend (HTTP/1.1 and HTTP/2 as the acceptor's ALPN
+    /// allows) on a free loopback port.
+    pub async fn start_tls(name: &str, tls: tokio_rustls::TlsAcceptor) -> Backend {
+        Self::start_with(name, "127.0.0.1:0", Some(tls)).await
+    }
+
+    async fn start_with(name: &str, addr: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
+        let https = tls.is_some();
         let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().expect("backend address");
         let state = Arc::new(State {
@@ -76,14 +89,33 @@ impl Backend {
                 };
                 accept_state.accepted.fetch_add(1, Ordering::SeqCst);
                 let state = accept_state.clone();
+                let tls = tls.clone();
                 let connection = tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(answer(&state, req).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let serve = |sni: Option<String>| {
+                        service_fn(move |mut req: Request<Incoming>| {
+                            let state = state.clone();
+                            req.extensions_mut().insert(Sni(sni.clone()));
+                            async move { Ok::<_, Infallible>(answer(&state, req).await) }
+                        })
+                    };
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), serve(None))
+                                .await;
+                        }
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            let sni = stream.get_ref().1.server_name().map(str::to_string);
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), serve(sni))
+                                .await;
+                        }
+                    }
                 });
                 if let Ok(mut list) = accept_state.connections.lock() {
                     list.push(connection);
@@ -93,13 +125,15 @@ impl Backend {
         Backend {
             name: name.to_string(),
             addr,
+            https,
             state,
             accept_loop,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn served(&self) -> usize {
@@ -153,6 +187,10 @@ impl Drop for Backend {
         self.stop();
     }
 }
+
+/// The name a TLS client asked for, on an HTTPS backend's requests.
+#[derive(Clone)]
+struct Sni(Option<String>);
 
 async fn answer(state: &State, mut req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
@@ -218,6 +256,7 @@ async fn answer(state: &State, mut req: Request<Incoming>) -> Response<Body> {
             (k.as_str().to_string(), values)
         })
         .collect();
+    let sni = req.extensions().get::<Sni>().and_then(|s| s.0.clone());
     let (method, version, uri) = (
         req.method().to_string(),
         format!("{:?}", req.version()),
@@ -240,6 +279,7 @@ async fn answer(state: &State, mut req: Request<Incoming>) -> Response<Body> {
         "path": path,
         "headers": headers,
         "body_bytes": body_bytes,
+        "tls_server_name": sni,
     });
     let mut response = full(StatusCode::OK, &echo.to_string());
     if path == "/hop" {

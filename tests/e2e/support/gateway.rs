@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 
 pub struct Gateway {
     child: Child,
+    /// The first listener's address.
     pub addr: SocketAddr,
+    /// Every listener, as `http://ADDRESS` or `https://ADDRESS`.
+    pub listeners: Vec<String>,
+    /// The `listen` part of the config, kept when the rest is replaced.
+    listen: String,
     /// The admin listener, when the config has `admin:`.
     pub admin: Option<SocketAddr>,
     /// The config file the gateway runs (and watches).
@@ -42,11 +47,42 @@ impl Gateway {
 
     /// Like `start`, but returns what the gateway printed if it exits instead.
     pub fn try_start(yaml: &str) -> Result<Gateway, String> {
-        let (dir, path) = write_config(&format!("{LISTEN}{yaml}"));
+        Self::try_start_listening(LISTEN, 1, yaml)
+    }
+
+    /// Starts with `listen` (a `listen:` block of `listeners` listeners,
+    /// ports 0) and the rest of the config in `yaml`.
+    pub fn start_listening(listen: &str, listeners: usize, yaml: &str) -> Gateway {
+        Self::try_start_listening(listen, listeners, yaml)
+            .unwrap_or_else(|stderr| panic!("gateway did not start:\n{stderr}"))
+    }
+
+    pub fn try_start_listening(
+        listen: &str,
+        listeners: usize,
+        yaml: &str,
+    ) -> Result<Gateway, String> {
+        Self::launch(listen, listeners, yaml, &[])
+    }
+
+    /// `start` with environment variables set for the gateway process.
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::launch(LISTEN, 1, yaml, env)
+            .unwrap_or_else(|stderr| panic!("gateway did not start:\n{stderr}"))
+    }
+
+    fn launch(
+        listen: &str,
+        listeners: usize,
+        yaml: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Gateway, String> {
+        let (dir, path) = write_config(&format!("{listen}{yaml}"));
         let mut child = Command::new(binary())
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -73,15 +109,32 @@ impl Gateway {
                 if let Some(addr) = line.strip_prefix("admin listening on http://") {
                     admin = addr.parse::<SocketAddr>().ok();
                 }
-                if let Some(addr) = line.strip_prefix("gateway listening on http://") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().ok().map(|a| (a, admin)));
+                if let Some(url) = line.strip_prefix("gateway listening on ") {
+                    let _ = tx.send(Some((url.to_string(), admin)));
                 }
             }
         });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some((addr, admin))) => Ok(Gateway {
+        let mut urls = Vec::new();
+        let mut admin = None;
+        while urls.len() < listeners {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(Some((url, admin_addr))) => {
+                    urls.push(url);
+                    admin = admin_addr;
+                }
+                _ => break,
+            }
+        }
+        let first = urls
+            .first()
+            .and_then(|url| url.split_once("://"))
+            .and_then(|(_, addr)| addr.parse::<SocketAddr>().ok());
+        match first {
+            Some(addr) if urls.len() == listeners => Ok(Gateway {
                 child,
                 addr,
+                listeners: urls,
+                listen: listen.to_string(),
                 admin,
                 config_path: path,
                 stderr,
@@ -100,13 +153,13 @@ impl Gateway {
     /// a new file and renaming it over the old one, as deploy tools do.
     pub fn replace_config(&self, yaml: &str) {
         let temp = self.config_path.with_extension("yaml.tmp");
-        std::fs::write(&temp, format!("{LISTEN}{yaml}")).expect("write config");
+        std::fs::write(&temp, format!("{}{yaml}", self.listen)).expect("write config");
         std::fs::rename(&temp, &self.config_path).expect("rename config");
     }
 
     /// Rewrites the config file in place, as an editor saving does.
     pub fn edit_config(&self, yaml: &str) {
-        std::fs::write(&self.config_path, format!("{LISTEN}{yaml}")).expect("write config");
+        std::fs::write(&self.config_path, format!("{}{yaml}", self.listen)).expect("write config");
     }
 
     pub fn admin_url(&self, path: &str) -> String {
@@ -118,6 +171,15 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The address of the first `https://` listener.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find_map(|url| url.strip_prefix("https://"))
+            .and_then(|addr| addr.parse().ok())
+            .expect("the config has a TLS listener")
     }
 
     pub fn stderr(&self) -> String {
