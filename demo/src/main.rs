@@ -1,10 +1,12 @@
 //! The demo: the gateway in front of small users, orders and payments services.
 //!
-//! `cargo run --release -p demo` builds the plugins (into `plugins/dist`) and
-//! serves `config/demo.yaml` on 127.0.0.1:8080 until Ctrl-C. `--smoke` runs the same on free ports, checks a few requests
+//! `cargo run --release -p demo` builds the plugins (into `plugins/dist`),
+//! makes a certificate for localhost (into `target/demo-tls`) and serves
+//! `config/demo.yaml` on 127.0.0.1:8080 and https://localhost:8443 until Ctrl-C. `--smoke` runs the same on free ports, checks a few requests
 //! and exits; the test suite runs it so the demo cannot rot.
 
 mod services;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -51,8 +53,12 @@ async fn main() -> anyhow::Result<()> {
         text = text.replace(&format!("127.0.0.1:{port}"), &bound.to_string());
     }
     if smoke {
-        text = text.replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0");
+        text = text
+            .replace("address: 127.0.0.1:8080", "address: 127.0.0.1:0")
+            .replace("address: 127.0.0.1:8443", "address: 127.0.0.1:0");
     }
+    let tls_dir = build_plugins::workspace_root().join("target/demo-tls");
+    let ca = tls::make_certificates(&tls_dir)?;
     // A fresh secret for key set "demo" at each start, and tokens signed with it.
     let secret = fresh_secret()?;
     let env = |name: &str| match name {
@@ -62,20 +68,23 @@ async fn main() -> anyhow::Result<()> {
     let config = gateway::config::from_text(&text, Path::new(CONFIG), &env)?;
     let alice = demo_token(&secret, "alice")?;
     let gw = gateway::Gateway::start(&config).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
+    let listeners = gateway::bind(&gw, &config).await?;
+    let addr = listeners[0].listener.local_addr()?;
+    let https = listeners[1].listener.local_addr()?;
 
     if smoke {
         tokio::spawn(async move {
-            gateway::serve(listener, gw, &config.server, std::future::pending()).await;
+            gateway::serve(listeners, gw, &config.server, std::future::pending()).await;
         });
         smoke_test(addr, &alice, &demo_token(&secret, "bob")?).await?;
-        println!("demo smoke test ok: 18 requests checked, plugins included");
+        tls::smoke_test(https, &ca, &alice).await?;
+        println!("demo smoke test ok: 19 requests checked, plugins and HTTPS included");
         return Ok(());
     }
-    println!("gateway listening on http://{addr}");
+    println!(
+        "gateway listening on http://{addr} and https://localhost:{}",
+        https.port()
+    );
     println!("The API routes need a token (valid for an hour, signed for this run) or an API key:");
     println!("  TOKEN={alice}");
     println!("try:");
@@ -107,8 +116,12 @@ async fn main() -> anyhow::Result<()> {
         "  curl -s -H \"authorization: Bearer $TOKEN\" http://{addr}/api/dashboard   # profile, orders and balance in one answer (aggregate plugin)"
     );
     println!("  curl -s http://{addr}/nowhere        # the gateway's JSON 404");
+    println!(
+        "  curl -s --cacert target/demo-tls/ca.pem -H \"authorization: Bearer $TOKEN\" https://localhost:{}/api/users   # over HTTPS (HTTP/2 where curl has it)",
+        https.port()
+    );
     println!("Ctrl-C stops it (in-flight requests finish first).");
-    gateway::serve(listener, gw, &config.server, async {
+    gateway::serve(listeners, gw, &config.server, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;
