@@ -136,6 +136,35 @@ def jwt_table(results):
     return "\n".join(lines) if len(lines) > 5 else ""
 
 
+TLS_MODES = (("keepalive", "keep-alive (wrk over https)"),
+             ("resumed", "one request per connection, resumed handshake"),
+             ("handshake", "one request per connection, full handshake"))
+
+
+def tls_table(work):
+    """CPU per request over TLS, measured from the proxy's own CPU time
+    (these rows need not saturate it: the load's handshakes share CPU 1)."""
+    rows = {}
+    for mode, _ in TLS_MODES:
+        for proxy in ("nginx", "gateway"):
+            rounds = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(work, f"{proxy}-tls-{mode}.*.tls")))]
+            rounds = [r for r in rounds if r["requests"]]
+            if rounds:
+                us = median(r["cpu_ticks"] / r["ticks_per_s"] / r["requests"] * 1e6 for r in rounds)
+                rps = median(r["requests"] / r["seconds"] for r in rounds)
+                rows[(proxy, mode)] = {"cpu_us": us, "rps": rps, "rounds": rounds}
+    if not rows:
+        return "", {}
+    lines = ["", "TLS (ECDSA P-256 certificate, TLS 1.3, X25519), proxy CPU per request from its own CPU time:", "",
+             "| mode | nginx | gateway | gateway / nginx |", "|---|---:|---:|---:|"]
+    for mode, label in TLS_MODES:
+        n, g = rows.get(("nginx", mode)), rows.get(("gateway", mode))
+        cell = lambda r: f"{r['cpu_us']:.1f} us ({r['rps'] / 1000:.1f}k/s)" if r else "–"
+        ratio = f"{g['cpu_us'] / n['cpu_us']:.2f}" if n and g else "–"
+        lines.append(f"| {label} | {cell(n)} | {cell(g)} | {ratio} |")
+    return "\n".join(lines), {f"{p}-tls-{m}": r for (p, m), r in rows.items()}
+
+
 def main():
     work, out, smoke, connections, duration, rounds = sys.argv[1:7]
     # BENCH_ROWS runs a subset: report the rows that ran, ratios where possible.
@@ -170,6 +199,10 @@ def main():
     measured = targets(results)
     if measured:
         markdown += f"\n{measured}\n"
+    tls, tls_results = tls_table(work)
+    if tls:
+        markdown += f"{tls}\n"
+        results.update(tls_results)
     open(os.path.join(out, base + ".md"), "w").write(markdown)
     json.dump({"kind": kind, "setup": setup, "machine": machine, "rows": results},
               open(os.path.join(out, base + ".json"), "w"), indent=2)
