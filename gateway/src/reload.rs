@@ -107,7 +107,8 @@ impl Watched {
     /// The folders to watch (files are replaced by renames, so their
     /// folders are watched, not the files).
     fn folders(&self) -> Vec<PathBuf> {
-        let mut folders: Vec<PathBuf> = self.plugins.iter().cloned().collect();
+        // Canonical, so that one folder named two ways is watched once.
+        let mut folders: Vec<PathBuf> = self.plugins.iter().map(|p| canonical(p)).collect();
         for file in &self.files {
             let folder = canonical_parent(file);
             if !folders.contains(&folder) {
@@ -161,7 +162,9 @@ pub fn spawn(gateway: Arc<Gateway>, config_file: PathBuf, config: &Config) {
 }
 
 /// Watches the config file's folder (editors replace files by renaming) and
-/// `folders`; events go to `tx`.
+/// `folders`; events go to `tx`. A folder that cannot be watched (one the
+/// gateway may read files in but not list, like Debian's
+/// /etc/ssl/private) is logged and the others are still watched.
 fn watch(
     config_file: &Path,
     folders: &[PathBuf],
@@ -183,7 +186,9 @@ fn watch(
         .unwrap_or(Path::new("."));
     watcher.watch(folder, RecursiveMode::NonRecursive)?;
     for folder in folders {
-        watcher.watch(folder, RecursiveMode::NonRecursive)?;
+        if let Err(error) = watcher.watch(folder, RecursiveMode::NonRecursive) {
+            tracing::error!(%error, folder = %folder.display(), "cannot watch a folder the config names; changes there need SIGHUP");
+        }
     }
     Ok(watcher)
 }
@@ -226,18 +231,21 @@ async fn run(
         if let (Ok((_, now)), Some(watcher)) = (&result, watcher.as_mut())
             && *now != watched
         {
-            let before = watched.folders();
-            let mut failed = false;
-            for folder in now.folders().iter().filter(|f| !before.contains(f)) {
+            let (before, after) = (watched.folders(), now.folders());
+            for folder in after.iter().filter(|f| !before.contains(f)) {
                 if let Err(error) = watcher.watch(folder, RecursiveMode::NonRecursive) {
-                    // Tried again at the next reload.
-                    tracing::error!(%error, folder = %folder.display(), "cannot watch a folder the config names");
-                    failed = true;
+                    tracing::error!(%error, folder = %folder.display(), "cannot watch a folder the config names; changes there need SIGHUP");
                 }
             }
-            if !failed {
-                watched = now.clone();
+            // Folders the config no longer names are let go (but the config's own).
+            let config_folder = canonical_parent(&config_file);
+            for folder in before
+                .iter()
+                .filter(|f| !after.contains(f) && **f != config_folder)
+            {
+                let _ = watcher.unwatch(folder);
             }
+            watched = now.clone();
         }
         gateway
             .reloads

@@ -53,8 +53,9 @@ impl ListenerSettings {
         }
     }
 
-    /// The same addresses, each plain or TLS as before, in the same order:
-    /// certificates may change, the listeners themselves need a restart.
+    /// The same addresses, each plain or TLS as before, in the same order,
+    /// with the same handshake timeouts: certificates may change, the rest
+    /// of a listener needs a restart.
     fn same_listeners(&self, config: &Config) -> bool {
         let shape = |listen: &Listen| -> Vec<_> {
             listen
@@ -66,12 +67,39 @@ impl ListenerSettings {
         shape(&self.listen) == shape(&config.listen)
     }
 
+    /// The certificates each running listener serves after a reload: those
+    /// loaded for the new config's TLS listener at its place, or else at its
+    /// address; a listener the new config has no TLS listener for keeps
+    /// those it has.
+    fn certificates_after_reload(
+        &self,
+        config: &Config,
+        loaded: &[Option<Arc<tls::CertificateSet>>],
+        running: &[Option<Arc<tls::CertificateSet>>],
+    ) -> Vec<Option<Arc<tls::CertificateSet>>> {
+        let new = &config.listen.0;
+        let serves = |j: usize, address| new[j].address == address && new[j].tls.is_some();
+        self.listen
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, started)| {
+                let place = (i < new.len() && serves(i, started.address))
+                    .then_some(i)
+                    .or_else(|| (0..new.len()).find(|&j| serves(j, started.address)));
+                place
+                    .and_then(|j| loaded.get(j).cloned().flatten())
+                    .or_else(|| running.get(i).cloned().flatten())
+            })
+            .collect()
+    }
+
     /// A warning for each section a reload changed but cannot apply.
     fn needs_restart(&self, config: &Config) -> Vec<String> {
         let mut warnings = Vec::new();
         if !self.same_listeners(config) {
             warnings.push(format!(
-                "listen changed to {}; the gateway keeps listening on {} (with the certificates it has) until it restarts",
+                "listen changed to {}; the gateway keeps listening on {} until it restarts (a TLS listener takes the certificates of the new config's TLS listener at its address, and keeps its own where there is none)",
                 describe(&config.listen),
                 describe(&self.listen)
             ));
@@ -150,10 +178,12 @@ impl Gateway {
         let plugins = self.plugin_runtime(config)?;
         let current = self.snapshot();
         let mut next = Snapshot::new(config, plugins.as_ref(), Some(&current)).await?;
-        if !self.started_with.same_listeners(config) {
-            // The running listeners are the old ones: they keep their certificates.
-            next.certificates = current.certificates.clone();
-        }
+        // Indexed by the running listeners, which a reload does not change.
+        next.certificates = self.started_with.certificates_after_reload(
+            config,
+            &next.certificates,
+            &current.certificates,
+        );
         let next = Arc::new(next);
         next.start();
         let mut warnings = next.warnings.clone();

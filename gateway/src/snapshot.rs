@@ -22,8 +22,9 @@ use crate::upstream::{Upstream, spawn_health_checks};
 pub struct Snapshot {
     pub router: Router,
     upstreams: Vec<Arc<Upstream>>,
-    /// The certificates of each listener in `listen`, in its order
-    /// (`None` for a plain one).
+    /// The certificates of each listener, in `listen`'s order (`None` for a
+    /// plain one); after a reload, in the order of the running listeners
+    /// (`Gateway::apply`).
     pub certificates: Vec<Option<Arc<CertificateSet>>>,
     /// `key_sets:`, by name.
     pub key_sets: BTreeMap<String, Arc<KeySet>>,
@@ -384,9 +385,15 @@ fn key_sets(
                     .push((join_field(&format!("key_sets.{name}"), field), message));
             }
         }
-        if let Some(source) = set.insecure_source() {
+        let https_pool = |pool: &str| {
+            config
+                .upstreams
+                .get(pool)
+                .is_some_and(|u| u.targets.iter().all(|t| t.url.https))
+        };
+        if let Some(source) = set.insecure_source(https_pool) {
             built.warnings.push(format!(
-                "key_sets.{name}.{source}: keys are fetched over plain HTTP; anyone on that network path can serve keys of their own and sign any token. Use an https jwks_url where you can"
+                "key_sets.{name}.{source}: keys are fetched over plain HTTP; anyone on that network path can serve keys of their own and sign any token. Use an https jwks_url (or https:// targets) where you can"
             ));
         }
     }

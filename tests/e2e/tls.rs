@@ -295,6 +295,43 @@ async fn a_broken_certificate_file_keeps_the_old_certificate_until_fixed() {
     assert!(new_handshakes_show(&gw, &pki, "api.test", &renewed).await);
 }
 
+#[tokio::test]
+async fn a_config_that_changes_the_listeners_still_renews_the_running_ones_certificates() {
+    let pki = Pki::new("test CA");
+    let first = pki.issue("first", &["api.test"]);
+    let renewed = pki.issue("renewed", &["api.test"]);
+    let svc = Backend::start("svc").await;
+    // A fixed port, as real configs have (a running listener is known by its
+    // configured address).
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let both = format!(
+        "listen:\n  - address: 127.0.0.1:0\n  - address: {address}\n    tls: {{ certificates: [{}] }}\n",
+        first.yaml()
+    );
+    let gw = Gateway::start_listening(&both, 2, &routes(&svc));
+    assert!(new_handshakes_show(&gw, &pki, "api.test", &first).await);
+    // The plain listener is dropped, the TLS one now names the renewed pair.
+    let yaml = format!(
+        "listen:\n  - address: {address}\n    tls: {{ certificates: [{}] }}\n{}",
+        renewed.yaml(),
+        routes(&svc)
+    );
+    std::fs::write(&gw.config_path, yaml).expect("write config");
+    let log = gw.log_with(&["listen changed", "until it restarts"]).await;
+    assert!(log.contains("reloaded"), "{log}");
+    assert!(
+        new_handshakes_show(&gw, &pki, "api.test", &renewed).await,
+        "{log}"
+    );
+    assert_eq!(
+        crate::support::get(&gw.url("/")).await.status,
+        200,
+        "still listening"
+    );
+}
+
 fn validate(yaml: &str) -> (bool, String) {
     let (_dir, path) = crate::support::gateway::write_config(yaml);
     let out = Command::new(crate::support::gateway::binary())

@@ -105,10 +105,18 @@ impl KeySetConfig {
     }
 
     /// The field of a source fetched without TLS, if this set has one.
-    pub fn insecure_source(&self) -> Option<&'static str> {
+    /// `upstream_is_https` says whether every target of a pool is https.
+    pub fn insecure_source(
+        &self,
+        upstream_is_https: impl Fn(&str) -> bool,
+    ) -> Option<&'static str> {
         if self.jwks_url.as_ref().is_some_and(|u| !u.is_https()) {
             Some("jwks_url")
-        } else if self.jwks_upstream.is_some() {
+        } else if self
+            .jwks_upstream
+            .as_ref()
+            .is_some_and(|from| !upstream_is_https(&from.upstream))
+        {
             Some("jwks_upstream")
         } else {
             None

@@ -68,25 +68,31 @@ impl CertificateSet {
     }
 
     /// The certificate for a client that asked for `name` (SNI) and can
-    /// check `schemes`: an exact name first, then a wildcard, then the
-    /// first certificate. Where several have the name (an RSA and an ECDSA
-    /// one, say), the first whose key the client can check.
+    /// check `schemes`: one with the exact name, then one whose wildcard
+    /// matches, then the first of all; at each step only those whose key
+    /// the client can check (an RSA and an ECDSA one for one name, say).
+    /// If none of those can be checked, the first that has the name, or
+    /// the first of all: the handshake then fails with the client's reason.
     pub fn choose(
         &self,
         name: Option<&str>,
         schemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        let usable = |c: &&Certificate| c.key.key.choose_scheme(schemes).is_some();
-        let pick = |matches: &dyn Fn(&Certificate) -> bool| {
-            let mut named = self.certificates.iter().filter(|c| matches(c));
-            let first = named.clone().next();
-            named.find(usable).or(first)
+        let name = name.map(normalise);
+        let exact = |c: &Certificate| name.as_ref().is_some_and(|n| c.names.contains(n));
+        let wildcard = |c: &Certificate| {
+            name.as_ref()
+                .is_some_and(|n| c.names.iter().any(|p| wildcard_matches(p, n)))
         };
-        let chosen = name.map(normalise).and_then(|name| {
-            pick(&|c| c.names.contains(&name))
-                .or_else(|| pick(&|c| c.names.iter().any(|n| wildcard_matches(n, &name))))
-        });
-        chosen.or_else(|| pick(&|_| true)).map(|c| c.key.clone())
+        let usable = |c: &Certificate| c.key.key.choose_scheme(schemes).is_some();
+        let all = &self.certificates;
+        all.iter()
+            .find(|c| exact(c) && usable(c))
+            .or_else(|| all.iter().find(|c| wildcard(c) && usable(c)))
+            .or_else(|| all.iter().find(|c| usable(c)))
+            .or_else(|| all.iter().find(|c| exact(c) || wildcard(c)))
+            .or_else(|| all.first())
+            .map(|c| c.key.clone())
     }
 
     pub fn certificates(&self) -> &[Certificate] {
@@ -286,6 +292,16 @@ mod tests {
     /// A self-signed certificate for `names`, valid from `days_from` to
     /// `days_to` days from now, written to `dir` as NAME.pem and NAME.key.
     fn issue(dir: &Path, file: &str, names: &[&str], days: (i64, i64)) -> CertificateFiles {
+        issue_with(dir, file, names, days, &rcgen::PKCS_ECDSA_P256_SHA256)
+    }
+
+    fn issue_with(
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+        days: (i64, i64),
+        algorithm: &'static rcgen::SignatureAlgorithm,
+    ) -> CertificateFiles {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .expect("params");
@@ -296,7 +312,7 @@ mod tests {
         };
         params.not_before = shift(days.0);
         params.not_after = shift(days.1);
-        let key = rcgen::KeyPair::generate().expect("key");
+        let key = rcgen::KeyPair::generate_for(algorithm).expect("key");
         let cert = params.self_signed(&key).expect("cert");
         std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).expect("write");
         std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).expect("write");
@@ -337,6 +353,38 @@ mod tests {
         assert_eq!(names_of(&set, Some("a.b.example.com")), ["default.test"]);
         assert_eq!(names_of(&set, Some("unknown.test")), ["default.test"]);
         assert_eq!(names_of(&set, None), ["default.test"]);
+    }
+
+    #[test]
+    fn a_certificate_the_client_cannot_check_gives_way_to_one_it_can() {
+        let dir = tempfile::tempdir().expect("dir");
+        let files = [
+            issue(dir.path(), "default", &["default.test"], (-1, 90)),
+            issue(dir.path(), "api", &["api.example.com"], (-1, 90)),
+            issue_with(
+                dir.path(),
+                "wild",
+                &["*.example.com"],
+                (-1, 90),
+                &rcgen::PKCS_ED25519,
+            ),
+        ];
+        let (set, _) = CertificateSet::load(&files, dir.path(), SystemTime::now()).expect("loads");
+        let chosen = |schemes: &[SignatureScheme]| {
+            let key = set.choose(Some("api.example.com"), schemes).expect("one");
+            let found = set
+                .certificates()
+                .iter()
+                .find(|c| Arc::ptr_eq(&c.key, &key));
+            found.expect("of the set").names.clone()
+        };
+        assert_eq!(chosen(SCHEMES), ["api.example.com"]);
+        assert_eq!(chosen(&[SignatureScheme::ED25519]), ["*.example.com"]);
+        // Nothing it can check: the named one, and the handshake fails.
+        assert_eq!(
+            chosen(&[SignatureScheme::RSA_PSS_SHA256]),
+            ["api.example.com"]
+        );
     }
 
     #[test]

@@ -128,24 +128,24 @@ impl Origin {
     }
 }
 
-/// The operating system's trusted roots, read once.
+/// The operating system's trusted roots, read once found (until then,
+/// each load looks again: installing them fixes the next reload).
 fn system_roots() -> Result<Arc<RootCertStore>, String> {
-    static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            let found = rustls_native_certs::load_native_certs();
-            let mut roots = RootCertStore::empty();
-            let (added, _) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err(format!(
-                    "no trusted root certificates found on this system ({}); install the ca-certificates package or set ca_file",
-                    found
-                        .errors
-                        .first()
-                        .map_or("none in the usual places".to_string(), |e| e.to_string())
-                ));
-            }
-            Ok(Arc::new(roots))
-        })
-        .clone()
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    if let Some(roots) = ROOTS.get() {
+        return Ok(roots.clone());
+    }
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(format!(
+            "no trusted root certificates found on this system ({}); install the ca-certificates package or set ca_file",
+            found
+                .errors
+                .first()
+                .map_or("none in the usual places".to_string(), |e| e.to_string())
+        ));
+    }
+    Ok(ROOTS.get_or_init(|| Arc::new(roots)).clone())
 }

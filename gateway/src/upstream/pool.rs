@@ -20,7 +20,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -60,9 +60,14 @@ struct TargetConnections {
     /// Held while connecting to a target that may pick HTTP/2, so requests
     /// arriving together share the one connection instead of opening many.
     connecting: tokio::sync::Mutex<()>,
-    /// The target answered an offer of HTTP/2 with HTTP/1.1: connections
-    /// are not shared, so they are opened without waiting for each other.
+    /// The target answered an offer of HTTP/2 with HTTP/1.1 the last time:
+    /// connections are not shared, so they are opened without waiting for
+    /// each other.
     picks_http1: AtomicBool,
+    /// When and why the last connect under `connecting` failed: requests
+    /// that waited for it fail at once with it (and may be retried on
+    /// another target) rather than each trying in turn.
+    last_failure: Mutex<Option<(Instant, String, bool)>>,
 }
 
 #[derive(Debug)]
@@ -119,6 +124,7 @@ impl ConnectionPool {
                     shared: Mutex::new(None),
                     connecting: tokio::sync::Mutex::new(()),
                     picks_http1: AtomicBool::new(false),
+                    last_failure: Mutex::new(None),
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -162,7 +168,7 @@ impl ConnectionPool {
                     },
                 },
                 Sender::Http2(mut sender) => {
-                    let request = absolute_form(request, connections.tls.is_some());
+                    let request = absolute_form(request, &connections.host);
                     match sender.try_send_request(request).await {
                         Ok(response) => return Ok(response),
                         Err(mut error) => match error.take_message() {
@@ -170,7 +176,8 @@ impl ConnectionPool {
                                 if let Ok(mut shared) = connections.shared.lock() {
                                     *shared = None;
                                 }
-                                unsent
+                                // It may go out next on an HTTP/1.1 connection.
+                                origin_form(unsent)
                             }
                             _ => return Err(attempt_error(&error.into_error())),
                         },
@@ -274,11 +281,34 @@ impl ConnectionPool {
         if !may_share {
             return Ok((self.connect(connections, upgrade).await?, false));
         }
-        let _turn = connections.connecting.lock().await;
+        let asked = Instant::now();
+        let turn = connections.connecting.lock().await;
         if let Some(sender) = self.checkout(connections, upgrade) {
             return Ok((sender, true));
         }
-        Ok((self.connect(connections, upgrade).await?, false))
+        let failed_meanwhile = connections
+            .last_failure
+            .lock()
+            .ok()
+            .and_then(|last| last.clone())
+            .filter(|(at, _, _)| *at >= asked);
+        if let Some((_, reason, timed_out)) = failed_meanwhile {
+            return Err(AttemptError::Connect { reason, timed_out });
+        }
+        if connections.picks_http1.load(Ordering::Relaxed) {
+            drop(turn); // Not shared after all: no need to wait for each other.
+        }
+        match self.connect(connections, upgrade).await {
+            Ok(sender) => Ok((sender, false)),
+            Err(error) => {
+                if let (AttemptError::Connect { reason, timed_out }, Ok(mut last)) =
+                    (&error, connections.last_failure.lock())
+                {
+                    *last = Some((Instant::now(), reason.clone(), *timed_out));
+                }
+                Err(error)
+            }
+        }
     }
 
     /// A new connection: TCP, then TLS for an https target, all within the
@@ -333,7 +363,21 @@ impl ConnectionPool {
             }
             return http1_over(stream).await.map(Sender::Http1);
         }
-        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        connections.picks_http1.store(false, Ordering::Relaxed);
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            // A connection that went silent (a dropped NAT entry, a dead
+            // host) is found and closed, so the next request opens another.
+            .keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            // A client that stops reading its answer holds one stream's
+            // window (256 KiB), not the whole connection's.
+            .initial_stream_window_size(256 * 1024)
+            .initial_connection_window_size(16 * 1024 * 1024)
+            // As much head as an HTTP/1.1 answer may have.
+            .max_header_list_size(400 * 1024)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| AttemptError::Broken(innermost(&e)))?;
         tokio::spawn(async move {
@@ -372,22 +416,40 @@ where
     Ok(sender)
 }
 
-/// HTTP/2 carries the scheme and authority in the request itself: the
-/// origin-form URI becomes absolute, with the Host header as authority.
-fn absolute_form(mut request: Request<Body>, https: bool) -> Request<Body> {
-    let authority = request
-        .headers_mut()
-        .remove(HOST)
-        .and_then(|host| Authority::try_from(host.as_bytes()).ok());
+/// HTTP/2 carries the scheme and authority in the request itself (HTTP/2
+/// is only spoken over TLS here): the origin-form URI becomes
+/// `https://HOST/path`, with the Host header as authority, or the target's
+/// own where the Host is not one.
+fn absolute_form(mut request: Request<Body>, target: &HeaderValue) -> Request<Body> {
+    let host = request.headers_mut().remove(HOST);
+    let authority = host
+        .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+        .or_else(|| Authority::try_from(target.as_bytes()).ok());
     let mut parts = request.uri().clone().into_parts();
-    parts.scheme = Some(if https { Scheme::HTTPS } else { Scheme::HTTP });
-    parts.authority = authority.or(parts.authority);
+    parts.scheme = Some(Scheme::HTTPS);
+    parts.authority = authority;
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(PathAndQuery::from_static("/"));
     }
     if let Ok(uri) = Uri::from_parts(parts) {
         *request.uri_mut() = uri;
     }
+    request
+}
+
+/// `absolute_form` undone, for a request HTTP/2 handed back unsent.
+fn origin_form(mut request: Request<Body>) -> Request<Body> {
+    if let Some(authority) = request.uri().authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(HOST, host);
+    }
+    let path = request
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *request.uri_mut() = Uri::from(path);
     request
 }
 
@@ -489,6 +551,31 @@ mod tests {
         let closed = tokio::time::timeout(Duration::from_secs(3), seen.recv()).await;
         assert_eq!(closed, Ok(Some("closed")), "the idle connection was closed");
         assert_eq!(pool.idle_count(0), 0);
+    }
+
+    #[test]
+    fn http2_requests_carry_the_host_as_authority_and_go_back_to_http1_form() {
+        let target = HeaderValue::from_static("10.0.0.7:8443");
+        let request = |host: Option<&str>| {
+            let mut request = Request::get("/a?b=1")
+                .body(crate::body::empty())
+                .expect("request");
+            if let Some(host) = host {
+                request
+                    .headers_mut()
+                    .insert(HOST, HeaderValue::from_str(host).expect("value"));
+            }
+            request
+        };
+        let h2 = absolute_form(request(Some("api.test")), &target);
+        assert_eq!(h2.uri(), "https://api.test/a?b=1");
+        assert!(!h2.headers().contains_key(HOST));
+        let back = origin_form(h2);
+        assert_eq!(back.uri(), "/a?b=1");
+        assert_eq!(back.headers()[HOST], "api.test");
+        // A Host that is no authority: the target's own.
+        let odd = absolute_form(request(Some("a:1:2")), &target);
+        assert_eq!(odd.uri(), "https://10.0.0.7:8443/a?b=1");
     }
 
     #[tokio::test]
