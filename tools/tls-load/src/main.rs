@@ -58,19 +58,28 @@ fn run(args: &[String]) -> Result<(), String> {
     }
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    match mode.as_str() {
-        "full" => config.resumption = rustls::client::Resumption::disabled(),
-        "resumed" => {
-            config.resumption = rustls::client::Resumption::in_memory_sessions(4 * connections)
-        }
+    let resume = match mode.as_str() {
+        "full" => false,
+        "resumed" => true,
         other => return Err(format!("mode `{other}`: full or resumed")),
-    }
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    };
+    // Each client resumes its own sessions, as a browser or an app does
+    // (a shared store holds at most 8 tickets per server name, too few for
+    // many clients at once).
+    let connector = move || {
+        let mut config = config.clone();
+        config.resumption = if resume {
+            rustls::client::Resumption::in_memory_sessions(8)
+        } else {
+            rustls::client::Resumption::disabled()
+        };
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -80,7 +89,7 @@ fn run(args: &[String]) -> Result<(), String> {
     runtime.block_on(async {
         let clients: Vec<_> = (0..connections)
             .map(|_| {
-                let (connector, name, counts) = (connector.clone(), name.clone(), counts.clone());
+                let (connector, name, counts) = (connector(), name.clone(), counts.clone());
                 tokio::spawn(async move {
                     while Instant::now() < until {
                         match one_request(&connector, address, name.clone()).await {
