@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::connection::first_bytes_within;
-use crate::reload::ReloadRecord;
+use crate::reloads::ReloadRecord;
 use crate::server::Gateway;
 
 /// An admin client must send its first bytes, and each request head,

@@ -3,8 +3,9 @@
 //! `config` reads YAML into a checked `Config`; `snapshot` compiles it into a
 //! route table (`routing`) with plugin chains (`plugin`) and upstream pools
 //! (`upstream`, `balance`), and the key sets plugins verify tokens with
-//! (`keys`); `server` accepts connections and runs
-//! `proxy::handle` on each request.
+//! (`keys`); `server` accepts connections on its listeners (plain or
+//! `tls`) and runs `proxy::handle` on each request; `reload` swaps in a new
+//! snapshot when files change, and `reloads` records the attempts.
 
 pub mod admin;
 pub mod balance;
@@ -18,6 +19,7 @@ pub mod observed;
 pub mod plugin;
 pub mod proxy;
 pub mod reload;
+pub mod reloads;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

@@ -3,10 +3,9 @@
 //! snapshot off the request path and swap it in. A failed reload keeps the
 //! running snapshot (and its certificates) and says why.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
@@ -14,60 +13,6 @@ use tokio::sync::mpsc;
 use crate::config::{self, Config};
 use crate::server::{Gateway, StartError};
 use crate::snapshot::plugin_dir;
-
-/// Reload attempts kept for `GET /admin/reloads`.
-const KEPT_RECORDS: usize = 100;
-
-/// One reload attempt and how it ended.
-#[derive(Debug, Clone)]
-pub struct ReloadRecord {
-    pub at: SystemTime,
-    /// `startup`, `SIGHUP`, or `file change: PATH`.
-    pub trigger: String,
-    pub ok: bool,
-    /// Why it failed: the file and the cause.
-    pub error: Option<String>,
-    pub warnings: Vec<String>,
-    pub duration: Duration,
-}
-
-/// Recent reload attempts, newest last.
-#[derive(Debug, Default)]
-pub struct ReloadLog {
-    inner: Mutex<(VecDeque<ReloadRecord>, u64)>,
-}
-
-impl ReloadLog {
-    pub fn record(&self, trigger: &str, started: Instant, result: Result<Vec<String>, String>) {
-        let (ok, error, warnings) = match result {
-            Ok(warnings) => (true, None, warnings),
-            Err(error) => (false, Some(error), Vec::new()),
-        };
-        let record = ReloadRecord {
-            at: SystemTime::now(),
-            trigger: trigger.to_string(),
-            ok,
-            error,
-            warnings,
-            duration: started.elapsed(),
-        };
-        if let Ok(mut inner) = self.inner.lock() {
-            if inner.0.len() == KEPT_RECORDS {
-                inner.0.pop_front();
-            }
-            inner.0.push_back(record);
-            inner.1 += 1;
-        }
-    }
-
-    /// (records newest first, attempts since start).
-    pub fn recent(&self) -> (Vec<ReloadRecord>, u64) {
-        match self.inner.lock() {
-            Ok(inner) => (inner.0.iter().rev().cloned().collect(), inner.1),
-            Err(_) => (Vec::new(), 0),
-        }
-    }
-}
 
 /// What asked for a reload.
 #[derive(Debug)]
@@ -100,6 +45,22 @@ impl Watched {
         }
         Self {
             plugins: config.plugins.as_ref().map(|p| plugin_dir(config, p)),
+            files,
+        }
+    }
+
+    /// Both: what a failed config named besides what the running one does.
+    fn with(&self, other: &Watched) -> Watched {
+        let mut files = self.files.clone();
+        files.extend(
+            other
+                .files
+                .iter()
+                .filter(|f| !self.files.contains(f))
+                .cloned(),
+        );
+        Watched {
+            plugins: self.plugins.clone().or_else(|| other.plugins.clone()),
             files,
         }
     }
@@ -215,9 +176,9 @@ async fn run(
             }
         };
         let started = Instant::now();
-        let result = reload(&gateway, &config_file).await;
+        let (result, named) = reload(&gateway, &config_file).await;
         match &result {
-            Ok((warnings, _)) => {
+            Ok(warnings) => {
                 tracing::info!(%trigger, ms = started.elapsed().as_millis() as u64, "reloaded");
                 for warning in warnings {
                     tracing::warn!("{warning}");
@@ -227,41 +188,62 @@ async fn run(
                 tracing::error!(%trigger, "reload failed; still serving the previous configuration:\n{error}");
             }
         }
-        // A new plugin folder or TLS file in the config is watched from now on.
-        if let (Ok((_, now)), Some(watcher)) = (&result, watcher.as_mut())
-            && *now != watched
-        {
-            let (before, after) = (watched.folders(), now.folders());
-            for folder in after.iter().filter(|f| !before.contains(f)) {
-                if let Err(error) = watcher.watch(folder, RecursiveMode::NonRecursive) {
-                    tracing::error!(%error, folder = %folder.display(), "cannot watch a folder the config names; changes there need SIGHUP");
-                }
+        // Files a new config names are watched from now on, even when it
+        // failed (fixing them is what reloads it); those the running config
+        // no longer names are let go once a reload succeeds.
+        if let (Some(named), Some(watcher)) = (named, watcher.as_mut()) {
+            let now = if result.is_ok() {
+                named
+            } else {
+                watched.with(&named)
+            };
+            if now != watched {
+                rewatch(watcher, &watched, &now, &config_file);
+                watched = now;
             }
-            // Folders the config no longer names are let go (but the config's own).
-            let config_folder = canonical_parent(&config_file);
-            for folder in before
-                .iter()
-                .filter(|f| !after.contains(f) && **f != config_folder)
-            {
-                let _ = watcher.unwatch(folder);
-            }
-            watched = now.clone();
         }
-        gateway
-            .reloads
-            .record(&trigger, started, result.map(|(warnings, _)| warnings));
+        gateway.reloads.record(&trigger, started, result);
     }
 }
 
-/// Reads the config and swaps in a snapshot of it.
-async fn reload(gateway: &Gateway, config_file: &Path) -> Result<(Vec<String>, Watched), String> {
-    let config = config::load(config_file).map_err(|e| e.to_string())?;
-    let watched = Watched::of(&config);
-    let warnings = gateway
-        .apply(&config)
-        .await
-        .map_err(|e: StartError| e.to_string())?;
-    Ok((warnings, watched))
+/// Watches the folders `after` adds to `before` and lets go of those it
+/// drops (but the config file's own).
+fn rewatch(
+    watcher: &mut notify::RecommendedWatcher,
+    before: &Watched,
+    after: &Watched,
+    config_file: &Path,
+) {
+    let (before, after) = (before.folders(), after.folders());
+    for folder in after.iter().filter(|f| !before.contains(f)) {
+        if let Err(error) = watcher.watch(folder, RecursiveMode::NonRecursive) {
+            tracing::error!(%error, folder = %folder.display(), "cannot watch a folder the config names; changes there need SIGHUP");
+        }
+    }
+    let config_folder = canonical_parent(config_file);
+    for folder in before
+        .iter()
+        .filter(|f| !after.contains(f) && **f != config_folder)
+    {
+        let _ = watcher.unwatch(folder);
+    }
+}
+
+/// Reads the config and swaps in a snapshot of it; says what files the
+/// config names whenever it could be read, even if it did not load.
+async fn reload(
+    gateway: &Gateway,
+    config_file: &Path,
+) -> (Result<Vec<String>, String>, Option<Watched>) {
+    let config = match config::load(config_file) {
+        Ok(config) => config,
+        Err(error) => return (Err(error.to_string()), None),
+    };
+    let applied = gateway.apply(&config).await;
+    (
+        applied.map_err(|e: StartError| e.to_string()),
+        Some(Watched::of(&config)),
+    )
 }
 
 /// The config file itself, a `.wasm` file in the plugin folder, or a TLS

@@ -19,7 +19,7 @@ use crate::config::{Config, ConfigError, ServerConfig};
 use crate::connection;
 use crate::edge;
 use crate::plugin::{PluginError, PluginRuntime};
-use crate::reload::ReloadLog;
+use crate::reloads::ReloadLog;
 use crate::snapshot::Snapshot;
 use crate::tls;
 
@@ -97,7 +97,18 @@ impl ListenerSettings {
     /// A warning for each section a reload changed but cannot apply.
     fn needs_restart(&self, config: &Config) -> Vec<String> {
         let mut warnings = Vec::new();
-        if !self.same_listeners(config) {
+        let addresses = |listen: &Listen| -> Vec<_> {
+            listen
+                .0
+                .iter()
+                .map(|l| (l.address, l.tls.is_some()))
+                .collect()
+        };
+        if addresses(&self.listen) == addresses(&config.listen) && !self.same_listeners(config) {
+            warnings.push(
+                "listen: a changed handshake_timeout takes effect when the gateway restarts".into(),
+            );
+        } else if !self.same_listeners(config) {
             warnings.push(format!(
                 "listen changed to {}; the gateway keeps listening on {} until it restarts (a TLS listener takes the certificates of the new config's TLS listener at its address, and keeps its own where there is none)",
                 describe(&config.listen),
@@ -164,6 +175,9 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
         };
         let warnings = gateway.snapshot().warnings.clone();
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
         gateway.reloads.record("startup", started, Ok(warnings));
         Ok(Arc::new(gateway))
     }
