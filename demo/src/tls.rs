@@ -23,7 +23,11 @@ pub fn make_certificates(dir: &Path) -> anyhow::Result<Vec<u8>> {
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate()?)?;
     let key = rcgen::KeyPair::generate()?;
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    let cert = rcgen::CertificateParams::new(names)?.signed_by(&key, &ca)?;
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let cert = params.signed_by(&key, &ca)?;
     let write = |file: &str, text: String| {
         std::fs::write(dir.join(file), text).with_context(|| format!("writing {file}"))
     };

@@ -157,7 +157,7 @@ fn certificates(config: &Config, built: &mut Built) -> Vec<Option<Arc<Certificat
                 built.warnings.extend(
                     warnings
                         .into_iter()
-                        .map(|w| format!("listen[{i}].tls.certificates: {w}")),
+                        .map(|(j, w)| format!("listen[{i}].tls.certificates[{j}].cert: {w}")),
                 );
                 sets.push(Some(Arc::new(set)));
             }

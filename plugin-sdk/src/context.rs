@@ -201,6 +201,22 @@ mod tests {
     }
 
     #[test]
+    fn a_test_request_over_tls_says_so_and_others_do_not() {
+        let session = TlsSession {
+            server_name: Some("api.example.com".into()),
+            version: "TLSv1.3".into(),
+            alpn: Some("h2".into()),
+        };
+        let over_tls = crate::Request::new("GET", "/").with_tls(session.clone());
+        assert_eq!(over_tls.tls(), Some(session));
+        assert_eq!(
+            over_tls.tls().and_then(|tls| tls.server_name).as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(crate::Request::new("GET", "/").tls(), None);
+    }
+
+    #[test]
     fn clones_share_the_values_of_one_request_only() {
         let one = Context::local();
         let same = one.clone();

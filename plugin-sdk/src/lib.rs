@@ -69,7 +69,7 @@ pub mod bindings {
 /// Everything a plugin usually needs, plus serde's `Deserialize` for its config.
 pub mod prelude {
     pub use crate::{
-        Action, Capabilities, Context, Headers, Plugin, Request, RequestHead, Response,
+        Action, Capabilities, Context, Headers, Plugin, Request, RequestHead, Response, TlsSession,
         export_plugin, log,
     };
     pub use serde::Deserialize;

@@ -383,11 +383,74 @@ fn unusable_certificates_are_refused_at_load_by_file_and_field() {
     let (ok, out) = with(&soon.cert, &soon.key);
     assert!(ok, "{out}");
     assert!(
-        out.contains("warning: listen[1].tls.certificates:") && out.contains("renew it"),
+        out.contains("warning: listen[1].tls.certificates[0].cert:") && out.contains("renew it"),
         "{out}"
     );
     let (ok, out) = with(&good.cert, &good.key);
     assert!(ok && !out.contains("warning"), "{out}");
+
+    // An X.509 v1 certificate (openssl's `x509 -req` without extensions).
+    let dir = pki.dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output();
+        assert!(out.is_ok_and(|o| o.status.success()), "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=v1.test",
+        "-keyout",
+        "v1.key",
+        "-out",
+        "v1.csr",
+    ]);
+    run(&[
+        "x509", "-req", "-in", "v1.csr", "-signkey", "v1.key", "-days", "30", "-out", "v1.pem",
+    ]);
+    let (ok, out) = with(&dir.join("v1.pem"), &dir.join("v1.key"));
+    assert!(
+        !ok && out.contains("certificates[0].cert") && out.contains("X.509 v1"),
+        "{out}"
+    );
+    // A cut-off file is said to be one, not shown as bytes.
+    let pem = std::fs::read_to_string(&good.cert).expect("read");
+    std::fs::write(dir.join("cut.pem"), &pem[..pem.len() / 3]).expect("write");
+    let (ok, out) = with(&dir.join("cut.pem"), &good.key);
+    assert!(!ok && out.contains("has no END line"), "{out}");
+}
+
+#[tokio::test]
+async fn a_certificate_file_that_failed_a_reload_is_loaded_once_it_is_fixed() {
+    let pki = Pki::new("test CA");
+    let first = pki.issue("first", &["api.test"]);
+    let second = pki.issue("second", &["other.test"]);
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start_listening(&listen(&[&first], ""), 2, &routes(&svc));
+    // A second certificate in a folder of its own, not readable yet.
+    let folder = tempfile::tempdir().expect("dir");
+    let added = Issued {
+        cert: folder.path().join("other.pem"),
+        key: folder.path().join("other.key"),
+    };
+    std::fs::write(&added.cert, "not yet").expect("write");
+    std::fs::copy(&second.key, &added.key).expect("copy");
+    let yaml = listen(&[&first, &added], "");
+    std::fs::write(&gw.config_path, format!("{yaml}{}", routes(&svc))).expect("write config");
+    gw.log_with(&["reload failed"]).await;
+    assert!(new_handshakes_show(&gw, &pki, "api.test", &first).await);
+    // Fixing the file is enough: its folder is watched already.
+    swap_files(&second, &added);
+    assert!(
+        new_handshakes_show(&gw, &pki, "other.test", &second).await,
+        "{}",
+        gw.stderr()
+    );
 }
 
 #[tokio::test]

@@ -33,8 +33,9 @@ pub struct Certificate {
     pub not_after: i64,
 }
 
-/// The certificates loaded, with warnings; or each pair's problem by index.
-pub type Loaded = Result<(CertificateSet, Vec<String>), Vec<(usize, LoadError)>>;
+/// The certificates loaded, with warnings by index; or each pair's problem
+/// by index.
+pub type Loaded = Result<(CertificateSet, Vec<(usize, String)>), Vec<(usize, LoadError)>>;
 
 /// A file that could not be used: the field (`cert` or `key`) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +55,7 @@ impl CertificateSet {
         for (i, pair) in files.iter().enumerate() {
             match Certificate::load(pair, base, now) {
                 Ok((certificate, warning)) => {
-                    warnings.extend(warning);
+                    warnings.extend(warning.map(|w| (i, w)));
                     certificates.push(certificate);
                 }
                 Err(error) => problems.push((i, error)),
@@ -125,11 +126,19 @@ impl Certificate {
         let certified = CertifiedKey::new(chain, key);
         match certified.keys_match() {
             Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-            Err(_) => {
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
                 return Err(key_error(format!(
                     "the key in {} does not match the certificate in {}",
                     key_path.display(),
                     cert_path.display()
+                )));
+            }
+            // The certificate itself could not be read as TLS needs it.
+            Err(error) => {
+                return Err(cert_error(format!(
+                    "{}: {}",
+                    cert_path.display(),
+                    unusable_certificate(&error)
                 )));
             }
         }
@@ -169,12 +178,41 @@ impl Certificate {
     }
 }
 
+/// Why rustls refused a certificate, in the words an operator acts on.
+fn unusable_certificate(error: &rustls::Error) -> String {
+    match error {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))
+            if format!("{other:?}").contains("UnsupportedCertVersion") =>
+        {
+            "an X.509 v1 certificate; TLS needs v3 (with openssl, sign it with an -extfile giving subjectAltName)".into()
+        }
+        other => format!("not a usable certificate ({other})"),
+    }
+}
+
+/// What is wrong with a PEM file, without the bytes of its markers.
+fn pem_problem(error: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match error {
+        Error::MissingSectionEnd { .. } => "a PEM block has no END line (a cut-off file?)".into(),
+        Error::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed".into(),
+        Error::Base64Decode(_) => "a PEM block is not valid base64".into(),
+        other => other.to_string(),
+    }
+}
+
 /// A PEM certificate chain, leaf first.
 pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let text = read(path)?;
     let chain = CertificateDer::pem_slice_iter(&text)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
+        .map_err(|e| {
+            format!(
+                "{}: not a PEM certificate file: {}",
+                path.display(),
+                pem_problem(&e)
+            )
+        })?;
     if chain.is_empty() {
         return Err(format!(
             "{} holds no `BEGIN CERTIFICATE` block",
@@ -191,7 +229,11 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         rustls::pki_types::pem::Error::NoItemsFound => {
             format!("{} holds no `BEGIN ... PRIVATE KEY` block", path.display())
         }
-        e => format!("{}: not a PEM private key ({e})", path.display()),
+        e => format!(
+            "{}: not a PEM private key: {}",
+            path.display(),
+            pem_problem(&e)
+        ),
     })
 }
 
@@ -428,7 +470,7 @@ mod tests {
         assert!(error("good.pem", "junk.pem").message.contains("no `BEGIN"));
         let (_, warnings) = load("soon.pem", "soon.key").expect("loads");
         assert!(
-            warnings.len() == 1 && warnings[0].contains("renew"),
+            warnings.len() == 1 && warnings[0].1.contains("renew"),
             "{warnings:?}"
         );
         let _ = (good, expired, future, soon);

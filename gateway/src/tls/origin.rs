@@ -77,6 +77,28 @@ impl Origin {
                 let key = read_key(&key_path).map_err(|e| ("client_certificate.key", e))?;
                 chain.iter().for_each(|c| digest.update(c));
                 digest.update(key.secret_der());
+                let signing = super::provider()
+                    .key_provider
+                    .load_private_key(key.clone_key())
+                    .map_err(|e| {
+                        (
+                            "client_certificate.key",
+                            format!("{}: {e}", key_path.display()),
+                        )
+                    })?;
+                let pair = rustls::sign::CertifiedKey::new(chain.clone(), signing);
+                if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+                    pair.keys_match()
+                {
+                    return Err((
+                        "client_certificate.key",
+                        format!(
+                            "the key in {} does not match the certificate in {}",
+                            key_path.display(),
+                            cert_path.display()
+                        ),
+                    ));
+                }
                 builder.with_client_auth_cert(chain, key).map_err(|e| {
                     (
                         "client_certificate.key",
