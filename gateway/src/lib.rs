@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod reload;
 pub mod reloads;
 pub mod routing;
+pub mod scaffold;
 pub mod server;
 pub mod snapshot;
 pub mod state;

@@ -1,29 +1,105 @@
-//! `gateway run --config FILE` and `gateway validate FILE`.
+//! The `gateway` command: `run`, `validate`, and `plugin new`.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clap::{Parser, Subcommand};
 use gateway::config;
 
-const USAGE: &str = "usage:
-  gateway run --config FILE    run the gateway
-  gateway validate FILE        check a config file and exit";
+/// A WebAssembly plugin-driven API gateway.
+#[derive(Parser)]
+#[command(name = "gateway", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway until SIGTERM or SIGINT (reloading on file changes and SIGHUP).
+    Run {
+        /// The YAML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a config file (plugins, certificates and key files included), print its
+    /// warnings and errors, and exit: 0 when it would run.
+    Validate {
+        /// The YAML config file.
+        #[arg(value_name = "FILE", required_unless_present = "config")]
+        file: Option<PathBuf>,
+        /// The same, as an option (as `run` takes it).
+        #[arg(short, long, value_name = "FILE", conflicts_with = "file")]
+        config: Option<PathBuf>,
+    },
+    /// Work with plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a plugin crate that builds as generated: both hooks, a config type and a
+    /// unit test.
+    New {
+        /// The plugin's name: lowercase letters, digits and `-`.
+        name: String,
+        /// The folder to create it in.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// The plugin SDK to build against (default: the copy this gateway was built
+        /// from).
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+    },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["run", "--config", file] | ["run", "-c", file] => run(PathBuf::from(file)),
-        ["validate", file] => validate(PathBuf::from(file)),
-        ["--help"] | ["-h"] | ["help"] => {
-            println!("{USAGE}");
+    match Cli::parse().command {
+        Command::Run { config } => run(config),
+        Command::Validate { file, config } => match file.or(config) {
+            Some(file) => validate(file),
+            None => ExitCode::from(2),
+        },
+        Command::Plugin {
+            command: PluginCommand::New { name, dir, sdk },
+        } => new_plugin(&name, &dir, sdk),
+    }
+}
+
+/// `gateway plugin new`: the crate, and the commands that build and use it.
+fn new_plugin(name: &str, dir: &std::path::Path, sdk: Option<PathBuf>) -> ExitCode {
+    let sdk = sdk.unwrap_or_else(|| {
+        let built_from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk");
+        std::fs::canonicalize(&built_from).unwrap_or(built_from)
+    });
+    if !sdk.join("Cargo.toml").is_file() {
+        eprintln!(
+            "no plugin SDK at {}: give its folder with --sdk PATH (plugin-sdk in the gateway's source)",
+            sdk.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match gateway::scaffold::new_plugin(dir, name, &sdk) {
+        Ok(created) => {
+            println!("created {}", created.dir.display());
+            println!("build it:");
+            println!(
+                "  cd {} && cargo build --release --target wasm32-wasip2",
+                created.dir.display()
+            );
+            println!("then copy it into the gateway's plugin folder as {name}.wasm:");
+            println!("  cp {} PLUGINS_DIR/{name}.wasm", created.wasm.display());
+            println!("and name it in a route: plugins: [{{ name: {name} }}]");
             ExitCode::SUCCESS
         }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -9,6 +9,7 @@ mod attacks;
 mod auth;
 mod bad_input;
 mod balancing;
+mod cli;
 mod cors;
 mod deadlines;
 mod grants;
