@@ -26,6 +26,7 @@ pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod tls;
+pub mod trace;
 pub mod tunnel;
 pub mod upstream;
 

@@ -19,6 +19,7 @@ use crate::plugin::request_context::RequestHead;
 use crate::plugin::{HookFailure, RequestContext, RequestFlow};
 use crate::routing::{Matched, rewrite};
 use crate::snapshot::Snapshot;
+use crate::trace::TraceContext;
 use crate::tunnel;
 use crate::upstream::Upstream;
 use crate::upstream::headers::{self, X_REQUEST_ID};
@@ -31,11 +32,15 @@ pub async fn handle(
     client: &Client,
 ) -> Response<Body> {
     let request_id = headers::ensure_request_id(request.headers_mut());
+    let ids = Ids {
+        request: request_id,
+        trace: TraceContext::propagate(request.headers_mut()),
+    };
     let head_request = request.method() == Method::HEAD;
     let http1 = request.version() <= Version::HTTP_11;
-    let mut response = match proxy(snapshot, request, client, &request_id).await {
+    let mut response = match proxy(snapshot, request, client, &ids).await {
         Ok(response) => response,
-        Err(error) => error_response(&error, &request_id),
+        Err(error) => error_response(&error, &ids),
     };
     frame(&mut response, head_request);
     if http1
@@ -47,8 +52,15 @@ pub async fn handle(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response.headers_mut().insert(&X_REQUEST_ID, request_id);
+    response.headers_mut().insert(&X_REQUEST_ID, ids.request);
     response
+}
+
+/// What names a request in logs and headers: its `x-request-id`, and the
+/// trace it is part of (continued from the client's `traceparent` or new).
+struct Ids {
+    request: HeaderValue,
+    trace: TraceContext,
 }
 
 /// The gateway frames every answer itself: a `Content-Length` a plugin set,
@@ -65,10 +77,12 @@ fn frame(response: &mut Response<Body>, head_request: bool) {
 }
 
 /// The gateway's JSON answer for `error`, logged.
-fn error_response(error: &ProxyError, request_id: &HeaderValue) -> Response<Body> {
+fn error_response(error: &ProxyError, ids: &Ids) -> Response<Body> {
     let (status, _) = error.status_and_code();
+    let request_id = &ids.request;
     if status.is_server_error() {
-        tracing::warn!(request_id = ?request_id, %error, "request failed");
+        let trace_id = ids.trace.trace_id_hex();
+        tracing::warn!(request_id = ?request_id, %trace_id, %error, "request failed");
     } else {
         tracing::debug!(request_id = ?request_id, %error, "request refused");
     }
@@ -89,8 +103,9 @@ async fn proxy(
     snapshot: &Snapshot,
     request: Request<Incoming>,
     client: &Client,
-    request_id: &HeaderValue,
+    ids: &Ids,
 ) -> Result<Response<Body>, ProxyError> {
+    let request_id = &ids.request;
     let Admitted { request, host } = edge::admit(request, client).await?;
     let mut request = request.map(Either::Left);
     let matched = snapshot
@@ -143,11 +158,11 @@ async fn proxy(
             let sent = target.exchange(request, path_set, Some((plugins, &mut context)));
             match sent.await {
                 Ok(response) => (response, plugins.len()),
-                Err(error) => (error_response(&error, request_id), plugins.len()),
+                Err(error) => (error_response(&error, ids), plugins.len()),
             }
         }
         Ok(RequestFlow::Respond { response, ran }) => (response, ran),
-        Err(HookFailure { error, ran }) => (error_response(&error, request_id), ran),
+        Err(HookFailure { error, ran }) => (error_response(&error, ids), ran),
     };
     plugins.on_response(response, ran, &mut context).await
 }

@@ -158,3 +158,79 @@ async fn only_trusted_proxies_pass_on_what_earlier_proxies_said() {
         Some("for=203.0.113.9")
     );
 }
+
+#[tokio::test]
+async fn a_clients_trace_is_continued_and_a_request_without_one_starts_one() {
+    let svc = Backend::start("svc").await;
+    let gw = gateway(&svc, "");
+    let client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let request = Request::get(gw.url("/"))
+        .header("traceparent", client)
+        .header("tracestate", "vendor=abc")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let reply = send(request).await;
+    let sent = reply
+        .upstream_header("traceparent")
+        .expect("traceparent upstream");
+    let fields: Vec<&str> = sent.split('-').collect();
+    assert_eq!(fields.len(), 4, "{sent}");
+    assert_eq!(
+        fields[1], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "the same trace"
+    );
+    assert_ne!(
+        fields[2], "00f067aa0ba902b7",
+        "the gateway's own span is the parent"
+    );
+    assert_eq!(fields[3], "01");
+    assert_eq!(
+        reply.upstream_header("tracestate").as_deref(),
+        Some("vendor=abc")
+    );
+
+    let fresh = crate::support::get(&gw.url("/")).await;
+    let started = fresh.upstream_header("traceparent").expect("a new trace");
+    assert!(
+        started.len() == 55 && started.starts_with("00-"),
+        "{started}"
+    );
+    assert_ne!(&started[3..35], "4bf92f3577b34da6a3ce929d0e0e4736");
+    let other = crate::support::get(&gw.url("/")).await;
+    assert_ne!(
+        other
+            .upstream_header("traceparent")
+            .map(|t| t[3..35].to_string()),
+        Some(started[3..35].to_string()),
+        "each request starts its own"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_request_is_logged_with_its_trace() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  svc:\n    targets: [{{ url: \"http://127.0.0.1:{port}\" }}]\nroutes:\n  - {{ name: all, upstream: svc }}\n"
+    ));
+    let request = Request::get(gw.url("/"))
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    assert_eq!(send(request).await.status, 502);
+    let log = gw
+        .log_with(&[
+            "request failed",
+            "trace_id=0af7651916cd43dd8448eb211c80319c",
+        ])
+        .await;
+    assert!(
+        log.contains("trace_id=0af7651916cd43dd8448eb211c80319c"),
+        "{log}"
+    );
+}

@@ -1,0 +1,228 @@
+//! W3C Trace Context (https://www.w3.org/TR/trace-context/): the gateway
+//! continues the trace a client's `traceparent` names, as a span of its own,
+//! or starts one when there is none (or it is malformed), so every request
+//! reaches its upstream with a `traceparent` and logs can name its trace.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// `tracestate` longer than this is dropped (the spec lets a vendor keep at
+/// least 512 characters; longer ones may be truncated or dropped).
+const MAX_TRACESTATE: usize = 512;
+
+/// One request's place in its trace, as sent upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    /// The gateway's own span: the parent the upstream sees.
+    pub span_id: [u8; 8],
+    pub sampled: bool,
+    /// The client sent a valid `traceparent` that this continues.
+    pub continued: bool,
+}
+
+impl TraceContext {
+    /// Continues the client's trace or starts one, and rewrites `headers`'
+    /// `traceparent` (and drops a `tracestate` without a valid parent, or an
+    /// oversized one) for the upstream.
+    pub fn propagate(headers: &mut HeaderMap) -> Self {
+        let parent = headers
+            .get(&TRACEPARENT)
+            .and_then(|value| parse(value.as_bytes()));
+        let context = match parent {
+            Some((trace_id, sampled)) => Self {
+                trace_id,
+                span_id: new_span_id(),
+                sampled,
+                continued: true,
+            },
+            None => Self {
+                trace_id: new_trace_id(),
+                span_id: new_span_id(),
+                // A trace the gateway starts is recorded downstream by default.
+                sampled: true,
+                continued: false,
+            },
+        };
+        // Several `tracestate` lines are one list; kept only with the
+        // parent they belong to, and within the size kept.
+        let state: Vec<&[u8]> = headers
+            .get_all(&TRACESTATE)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        let joined = (state.len() > 1).then(|| state.join(&b","[..]));
+        let length = state.iter().map(|s| s.len() + 1).sum::<usize>();
+        if !context.continued || length > MAX_TRACESTATE + 1 {
+            headers.remove(&TRACESTATE);
+        } else if let Some(joined) = joined
+            && let Ok(value) = HeaderValue::from_bytes(&joined)
+        {
+            headers.insert(&TRACESTATE, value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&context.traceparent()) {
+            headers.insert(&TRACEPARENT, value);
+        }
+        context
+    }
+
+    /// `00-TRACE_ID-SPAN_ID-FLAGS`.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{}-{}-{}",
+            self.trace_id_hex(),
+            hex(&self.span_id),
+            if self.sampled { "01" } else { "00" }
+        )
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+}
+
+/// A valid `traceparent`'s trace id and sampled flag. Version `00` is read
+/// exactly; a later version by its first four fields (as the spec asks);
+/// `ff`, all-zero ids, upper-case hex and wrong lengths are invalid.
+fn parse(value: &[u8]) -> Option<([u8; 16], bool)> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let mut fields = text.split('-');
+    let version = fields.next()?;
+    let trace_id = fields.next()?;
+    let parent_id = fields.next()?;
+    let flags = fields.next()?;
+    let rest = fields.next();
+    if version.len() != 2 || version == "ff" || !is_lower_hex(version) {
+        return None;
+    }
+    if version == "00" && (rest.is_some() || text.len() != 55) {
+        return None;
+    }
+    let trace_id: [u8; 16] = unhex(trace_id)?;
+    let parent_id: [u8; 8] = unhex(parent_id)?;
+    let flags: [u8; 1] = unhex(flags)?;
+    if trace_id == [0; 16] || parent_id == [0; 8] {
+        return None;
+    }
+    Some((trace_id, flags[0] & 1 == 1))
+}
+
+fn is_lower_hex(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N || !is_lower_hex(text) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    out
+}
+
+/// Random and never all zeros (which the spec reserves as invalid).
+fn new_trace_id() -> [u8; 16] {
+    fastrand::u128(1..).to_be_bytes()
+}
+
+fn new_span_id() -> [u8; 8] {
+    fastrand::u64(1..).to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLIENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn a_clients_trace_is_continued_as_a_span_of_the_gateways() {
+        let mut h = headers(&[("traceparent", CLIENT), ("tracestate", "vendor=abc")]);
+        let context = TraceContext::propagate(&mut h);
+        assert!(context.continued && context.sampled);
+        assert_eq!(context.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let sent = h["traceparent"].to_str().expect("text");
+        assert!(
+            sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{sent}"
+        );
+        assert!(
+            !sent.contains("00f067aa0ba902b7"),
+            "a new parent: the gateway's span"
+        );
+        assert!(sent.ends_with("-01"));
+        assert_eq!(h["tracestate"], "vendor=abc");
+        let mut unsampled = headers(&[("traceparent", &CLIENT.replace("-01", "-00"))]);
+        assert!(!TraceContext::propagate(&mut unsampled).sampled);
+    }
+
+    #[test]
+    fn a_missing_or_malformed_parent_starts_a_new_trace() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            let mut h = headers(&[("traceparent", bad), ("tracestate", "vendor=abc")]);
+            let context = TraceContext::propagate(&mut h);
+            assert!(!context.continued, "{bad:?}");
+            assert_ne!(context.trace_id, [0; 16]);
+            assert!(!h.contains_key("tracestate"), "no state without its parent");
+            assert_eq!(h["traceparent"].len(), 55);
+        }
+        let mut none = HeaderMap::new();
+        let started = TraceContext::propagate(&mut none);
+        assert!(!started.continued && started.sampled);
+        assert_eq!(none["traceparent"], started.traceparent());
+        // A later version is read by its first four fields.
+        let mut future = headers(&[("traceparent", &format!("01{}-more", &CLIENT[2..]))]);
+        assert!(TraceContext::propagate(&mut future).continued);
+    }
+
+    #[test]
+    fn tracestate_lines_are_one_list_and_an_oversized_one_is_dropped() {
+        let long = format!("v={}", "x".repeat(600));
+        let mut h = headers(&[("traceparent", CLIENT), ("tracestate", &long)]);
+        TraceContext::propagate(&mut h);
+        assert!(!h.contains_key("tracestate"));
+        let mut two = headers(&[
+            ("traceparent", CLIENT),
+            ("tracestate", "a=1"),
+            ("tracestate", "b=2"),
+        ]);
+        TraceContext::propagate(&mut two);
+        assert_eq!(two.get_all("tracestate").iter().count(), 1);
+        assert_eq!(two["tracestate"], "a=1,b=2");
+    }
+}
