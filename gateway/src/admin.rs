@@ -1,4 +1,7 @@
-//! The admin listener: `GET /admin/plugins` and `GET /admin/reloads`, as JSON.
+//! The admin listener, JSON in and out: what runs (`/admin/config`,
+//! `/admin/routes`, `/admin/pools`, `/admin/plugins`, `/admin/state`), what
+//! reloads did (`/admin/reloads`), and `POST /admin/reload`. With
+//! `admin.token`, every request needs `Authorization: Bearer TOKEN`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,12 +27,18 @@ const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// Admin connections open at once; more wait in the backlog.
 const ADMIN_CONNECTIONS: usize = 64;
 
-/// Serves the admin API on `listener` until `shutdown` resolves.
+/// How long `POST /admin/reload` waits for the reload it asked for.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Serves the admin API on `listener` until `shutdown` resolves; with a
+/// `token`, only to requests that bear it.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    token: Option<String>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let token: Option<Arc<str>> = token.map(Into::into);
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
     loop {
@@ -38,6 +47,7 @@ pub async fn serve(
             () = &mut shutdown => return,
         };
         let gateway = gateway.clone();
+        let token = token.clone();
         tokio::spawn(async move {
             let _slot = slot;
             if !first_bytes_within(&stream, ADMIN_HEADER_TIMEOUT).await {
@@ -45,7 +55,14 @@ pub async fn serve(
             }
             let service = service_fn(move |request| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(answer(&gateway, &request)) }
+                let token = token.clone();
+                async move {
+                    let answer = match bearer_ok(&request, token.as_deref()) {
+                        true => answer(&gateway, &request).await,
+                        false => unauthorized(),
+                    };
+                    Ok::<_, Infallible>(answer)
+                }
             });
             // HTTP/1 only: the admin API has no use for HTTP/2's long-lived
             // connections, nor their limits to tune.
@@ -62,18 +79,49 @@ pub async fn serve(
     }
 }
 
-fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if request.method() != Method::GET {
-        return json_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &error(
-                405,
-                "method_not_allowed",
-                "the admin API is read-only: use GET",
-            ),
-        );
+/// Whether `request` bears the admin token (always, when none is set);
+/// compared in constant time.
+fn bearer_ok<B>(request: &Request<B>, token: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let Some(token) = token else { return true };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Equal lengths first: `ct_eq` on slices of other lengths is false anyway.
+    given.len() == token.len() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut response = json_response(
+        StatusCode::UNAUTHORIZED,
+        &error(
+            401,
+            "unauthorized",
+            "the admin API needs `Authorization: Bearer TOKEN` (admin.token)",
+        ),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"gateway admin\""),
+    );
+    response
+}
+
+async fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    match (request.method(), path) {
+        (&Method::POST, "/admin/reload") => return reload(gateway).await,
+        (_, "/admin/reload") => return not_allowed("POST"),
+        (&Method::GET, _) => {}
+        _ => return not_allowed("GET"),
     }
-    match request.uri().path() {
+    match path {
+        "/admin/config" => json_response(StatusCode::OK, &config(gateway)),
+        "/admin/routes" => json_response(StatusCode::OK, &routes(gateway)),
+        "/admin/pools" => json_response(StatusCode::OK, &pools(gateway)),
         "/admin/plugins" => json_response(StatusCode::OK, &plugins(gateway)),
         "/admin/reloads" => json_response(StatusCode::OK, &reloads(gateway)),
         "/admin/state" => json_response(StatusCode::OK, &state(gateway)),
@@ -83,11 +131,137 @@ fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<Full<Bytes
                 404,
                 "not_found",
                 &format!(
-                    "no admin endpoint {path}; try /admin/plugins, /admin/reloads or /admin/state"
+                    "no admin endpoint {path}; try /admin/config, /admin/routes, /admin/pools, /admin/plugins, /admin/reloads, /admin/state, or POST /admin/reload"
                 ),
             ),
         ),
     }
+}
+
+fn not_allowed(allowed: &'static str) -> Response<Full<Bytes>> {
+    let mut response = json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &error(405, "method_not_allowed", &format!("use {allowed} here")),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+    response
+}
+
+/// Reloads now (as SIGHUP would) and answers with the attempt's record:
+/// 200 when it loaded, 422 with the errors when it did not.
+async fn reload(gateway: &Gateway) -> Response<Full<Bytes>> {
+    let Some(answer) = gateway.reloads.request() else {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &error(
+                503,
+                "reload_unavailable",
+                "this gateway has no reloader running",
+            ),
+        );
+    };
+    match tokio::time::timeout(RELOAD_WAIT, answer).await {
+        Ok(Ok(done)) => {
+            let status = if done.ok {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            json_response(status, &record(&done))
+        }
+        _ => json_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            &error(
+                504,
+                "reload_pending",
+                "the reload did not finish within 60s; see GET /admin/reloads",
+            ),
+        ),
+    }
+}
+
+/// The running config: its file, version (a digest of its text) and when
+/// it was loaded.
+fn config(gateway: &Gateway) -> Value {
+    let snapshot = gateway.snapshot();
+    let (_, attempts) = gateway.reloads.recent();
+    json!({
+        "file": snapshot.source.file.display().to_string(),
+        "version": snapshot.source.version,
+        "loaded_at": rfc3339(snapshot.source.loaded_at),
+        "reload_attempts": attempts,
+        "warnings": snapshot.warnings,
+    })
+}
+
+/// Each route in match order: what it matches, where it sends, its plugins.
+fn routes(gateway: &Gateway) -> Value {
+    let snapshot = gateway.snapshot();
+    let list: Vec<Value> = snapshot
+        .router
+        .routes()
+        .map(|route| {
+            let (kind, path) = match &route.path {
+                crate::routing::PathMatch::Any => ("any", None),
+                crate::routing::PathMatch::Exact(p) => ("exact", Some(p.as_str())),
+                crate::routing::PathMatch::Prefix(p) => ("prefix", Some(p.as_str())),
+            };
+            json!({
+                "name": route.name,
+                "host": route.host.as_ref().map(ToString::to_string),
+                "path": path,
+                "path_match": kind,
+                "methods": route.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                "headers": route.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+                "priority": route.priority,
+                "upstream": snapshot.upstream(route.upstream).map(|u| u.name.to_string()).ok(),
+                "plugins": route.plugins.plugin_names(),
+            })
+        })
+        .collect();
+    json!({ "routes": list })
+}
+
+/// Each pool: its balancing and, per target, health, ejection and load.
+fn pools(gateway: &Gateway) -> Value {
+    let snapshot = gateway.snapshot();
+    let now = crate::balance::health::now_ms();
+    let list: Vec<Value> = snapshot
+        .upstreams()
+        .iter()
+        .map(|upstream| {
+            let targets: Vec<Value> = upstream
+                .pool
+                .targets()
+                .iter()
+                .zip(&upstream.config.targets)
+                .map(|(target, configured)| {
+                    let (ejected_for, failures) = target.health.ejection(now);
+                    json!({
+                        "url": format!("{}://{}", if configured.url.https { "https" } else { "http" }, target.authority),
+                        "weight": target.weight,
+                        "available": target.health.is_available(now),
+                        "active_health": if upstream.health_check.is_some() {
+                            Value::from(if target.health.is_active_up() { "up" } else { "down" })
+                        } else {
+                            Value::Null
+                        },
+                        "ejected_for_ms": ejected_for.as_millis() as u64,
+                        "failures_in_a_row": failures,
+                        "in_flight": target.in_flight(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": &*upstream.name,
+                "balance": upstream.pool.algorithm_name(),
+                "targets": targets,
+            })
+        })
+        .collect();
+    json!({ "pools": list })
 }
 
 /// Each plugin in use: name, file, sha256, when it was loaded, and the

@@ -73,6 +73,13 @@ pub struct Target {
     in_flight: AtomicUsize,
 }
 
+impl Target {
+    /// Requests sent to this target whose answer head has not arrived.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug)]
 enum Algorithm {
     RoundRobin(RoundRobin),
@@ -124,6 +131,16 @@ impl Pool {
 
     pub fn targets(&self) -> &[Target] {
         &self.targets
+    }
+
+    /// `round_robin`, `least_request`, `random` or `consistent_hash`.
+    pub fn algorithm_name(&self) -> &'static str {
+        match self.algorithm {
+            Algorithm::RoundRobin(_) => "round_robin",
+            Algorithm::LeastRequest => "least_request",
+            Algorithm::Random => "random",
+            Algorithm::ConsistentHash(..) => "consistent_hash",
+        }
     }
 
     /// Picks an available target, never `exclude` (the one a retry is leaving).

@@ -108,7 +108,15 @@ pub fn from_text(
         problems,
     })?;
     config.origin.file = file.to_path_buf();
+    config.origin.version = version_of(text);
     Ok(config)
+}
+
+/// A config text's version: the start of its SHA-256, in hex.
+fn version_of(text: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Largest memory limit a plugin may be given (the pooling allocator's slot size).
@@ -176,6 +184,14 @@ fn check(config: &Config) -> Vec<(String, String)> {
         problem(join_field("listen", &field), message);
     }
     check_server(&config.server, &mut problem);
+    if let Some(token) = config.admin.as_ref().and_then(|a| a.token.as_ref())
+        && token.len() < 16
+    {
+        problem(
+            "admin.token".into(),
+            "must be at least 16 characters: use a long random value, like ${ADMIN_TOKEN} set from `openssl rand -hex 32`".into(),
+        );
+    }
     for (name, upstream) in &config.upstreams {
         check_upstream(&format!("upstreams.{name}"), upstream, &mut problem);
     }

@@ -196,6 +196,7 @@ async fn serve(file: PathBuf, config: config::Config) -> anyhow::Result<()> {
         tokio::spawn(gateway::admin::serve(
             admin_listener,
             gateway.clone(),
+            admin.token.clone(),
             std::future::pending(),
         ));
     }

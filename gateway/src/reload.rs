@@ -19,6 +19,8 @@ use crate::snapshot::plugin_dir;
 enum Trigger {
     Files(PathBuf),
     Signal,
+    /// `POST /admin/reload`, which waits for the record.
+    Admin(crate::reloads::ReloadRequest),
 }
 
 /// What a reload reads besides the config file: the plugin folder, and the
@@ -97,6 +99,17 @@ pub fn spawn(gateway: Arc<Gateway>, config_file: PathBuf, config: &Config) {
     } else {
         None
     };
+    // Admin requests join the same queue, so reloads never overlap.
+    let (admin_tx, mut admin_rx) = mpsc::unbounded_channel();
+    gateway.reloads.take_requests_from(admin_tx);
+    let admin = tx.clone();
+    tokio::spawn(async move {
+        while let Some(reply) = admin_rx.recv().await {
+            if admin.send(Trigger::Admin(reply)).is_err() {
+                return;
+            }
+        }
+    });
     let signals = tx.clone();
     // Registered here, not in the task: until it is, SIGHUP's default action
     // ends the process, and the caller announces it is listening right after.
@@ -163,8 +176,13 @@ async fn run(
     mut watcher: Option<notify::RecommendedWatcher>,
 ) {
     while let Some(first) = rx.recv().await {
+        let mut reply = None;
         let trigger = match first {
             Trigger::Signal => "SIGHUP".to_string(),
+            Trigger::Admin(waiting) => {
+                reply = Some(waiting);
+                "POST /admin/reload".to_string()
+            }
             Trigger::Files(path) => {
                 if !relevant(&path, &config_file, &watched) {
                     continue;
@@ -202,7 +220,10 @@ async fn run(
                 watched = now;
             }
         }
-        gateway.reloads.record(&trigger, started, result);
+        let record = gateway.reloads.record(&trigger, started, result);
+        if let Some(reply) = reply {
+            let _ = reply.send(record);
+        }
     }
 }
 

@@ -34,6 +34,17 @@ pub struct Snapshot {
     pub plugins: BTreeMap<String, PluginInUse>,
     /// What built but deserves attention (a plugin file removed, say).
     pub warnings: Vec<String>,
+    /// Which config this is, for the admin API.
+    pub source: Source,
+}
+
+/// The config file a snapshot was built from, its version (a digest of its
+/// text) and when it was loaded.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub file: PathBuf,
+    pub version: String,
+    pub loaded_at: std::time::SystemTime,
 }
 
 /// A loaded plugin, the host services it was granted, and whether its file
@@ -57,6 +68,15 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Self, ConfigError> {
         let mut built = Built::default();
+        if let Some(admin) = &config.admin
+            && !admin.listen.ip().is_loopback()
+            && admin.token.is_none()
+        {
+            built.warnings.push(format!(
+                "admin.listen: {} is reachable beyond this machine and admin.token is not set: anyone who can reach it can reload the config and read pools and routes",
+                admin.listen
+            ));
+        }
         let certificates = certificates(config, &mut built);
         let upstreams = upstreams(config, previous, &mut built);
         let key_sets = key_sets(config, &upstreams, previous, &mut built);
@@ -111,6 +131,11 @@ impl Snapshot {
             state: resources.state,
             plugins: built.plugins,
             warnings: built.warnings,
+            source: Source {
+                file: config.origin.file.clone(),
+                version: config.origin.version.clone(),
+                loaded_at: std::time::SystemTime::now(),
+            },
         })
     }
 
@@ -131,6 +156,10 @@ impl Snapshot {
         for route in self.router.routes() {
             route.plugins.retire();
         }
+    }
+
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
     }
 
     pub fn upstream(&self, index: usize) -> Result<&Upstream, ProxyError> {

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod admin;
 mod aggregate;
 mod attacks;
 mod auth;

@@ -71,6 +71,16 @@ impl Health {
     pub fn is_active_up(&self) -> bool {
         self.active_up.load(Relaxed)
     }
+
+    /// How much longer a passive ejection lasts (zero when not ejected),
+    /// and the failures in a row seen so far.
+    pub fn ejection(&self, now: u64) -> (Duration, u32) {
+        let until = self.ejected_until.load(Relaxed);
+        (
+            Duration::from_millis(until.saturating_sub(now)),
+            self.failures_in_a_row.load(Relaxed),
+        )
+    }
 }
 
 /// Turns a stream of probe results into up/down with thresholds, like

@@ -44,11 +44,14 @@ pub struct Config {
     pub origin: Origin,
 }
 
-/// The file a config was read from and the line of each field in it.
+/// The file a config was read from, the line of each field in it, and its
+/// version (a digest of its text, shown by the admin API).
 #[derive(Debug, Default)]
 pub struct Origin {
     pub file: PathBuf,
     pub lines: super::yaml::LineMap,
+    /// The first 16 hex digits of the SHA-256 of the text as read.
+    pub version: String,
 }
 
 impl Origin {
@@ -65,10 +68,30 @@ fn default_listen() -> super::tls::Listen {
     super::tls::Listen::one(SocketAddr::from(([0, 0, 0, 0], 8080)))
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The admin API's listener and who may use it.
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Loopback by default: the admin API reloads configs and shows pools.
+    #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// When set, every admin request needs `Authorization: Bearer TOKEN`
+    /// (write it as `${ADMIN_TOKEN}`).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
 }
 
 #[derive(Debug, Deserialize)]

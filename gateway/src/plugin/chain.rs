@@ -262,6 +262,11 @@ impl Chain {
         self.entries.len()
     }
 
+    /// The plugins of the chain, in order.
+    pub fn plugin_names(&self) -> Vec<&str> {
+        self.entries.iter().map(|e| &*e.plugin.name).collect()
+    }
+
     /// Whether some plugin may still have its response hook called: only
     /// then is the request kept for response hooks to read.
     pub fn has_response_hooks(&self) -> bool {
