@@ -652,7 +652,10 @@ async fn every_call_carries_the_request_id_and_trace_and_the_headers_passed_on()
             json!(["agg-request-1"]),
             "{part}: {seen}"
         );
-        assert_eq!(seen["traceparent"], json!([traceparent]), "{part}: {seen}");
+        // The client's trace, with the gateway's span as the parent.
+        let sent = seen["traceparent"][0].as_str().unwrap_or_default();
+        assert_eq!(&sent[..36], &traceparent[..36], "{part}: {seen}");
+        assert_ne!(sent, traceparent, "{part}: {seen}");
         assert_eq!(seen["tracestate"], json!(["vendor=1"]), "{part}: {seen}");
         assert_eq!(seen["x-user-id"], json!(["ann"]), "{part}: {seen}");
         assert_eq!(seen["x-tenant"], json!(["acme"]), "{part}: {seen}");
@@ -694,7 +697,10 @@ async fn every_call_carries_the_request_id_and_trace_and_the_headers_passed_on()
     for part in ["profile", "orders", "balance"] {
         let seen = &answer[part]["headers"];
         assert_eq!(seen["x-request-id"], json!([id]), "{part}: {seen}");
-        assert_eq!(seen["traceparent"], json!([traceparent]), "{part}: {seen}");
+        // The client's trace, with the gateway's span as the parent.
+        let sent = seen["traceparent"][0].as_str().unwrap_or_default();
+        assert_eq!(&sent[..36], &traceparent[..36], "{part}: {seen}");
+        assert_ne!(sent, traceparent, "{part}: {seen}");
         assert_eq!(seen["x-user-id"], json!(["ann"]), "{part}: {seen}");
         assert!(seen.get("x-other").is_none(), "{part}: {seen}");
     }
