@@ -39,6 +39,8 @@ pub struct Streamed {
     waiting: bool,
     /// Where the body stands, for whoever sends it on (`track`).
     progress: Option<Arc<Progress>>,
+    /// Bytes read so far, for the access log (`count_into`).
+    counted: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Whether a tracked body's last read was left waiting on its sender.
@@ -75,12 +77,19 @@ impl Streamed {
             timer: None,
             waiting: false,
             progress: None,
+            counted: None,
         }
     }
 
     /// Where the body stands as it is sent on: a request that failed while
     /// its client was still sending (the upstream was waiting on the
     /// client, not the other way round) is not the upstream's fault.
+    /// Adds the length of every data frame read to `counter` (the access
+    /// log's bytes in).
+    pub fn count_into(&mut self, counter: Arc<std::sync::atomic::AtomicU64>) {
+        self.counted = Some(counter);
+    }
+
     pub fn track(&mut self) -> Arc<Progress> {
         let progress = Arc::new(Progress::default());
         self.progress = Some(progress.clone());
@@ -117,6 +126,11 @@ impl http_body::Body for Streamed {
                 this.waiting = false;
                 if let Some(progress) = &this.progress {
                     progress.set(false);
+                }
+                if let (Some(counter), Some(Ok(frame))) = (&this.counted, &frame)
+                    && let Some(data) = frame.data_ref()
+                {
+                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
                 Poll::Ready(frame.map(|f| f.map_err(StreamError::Peer)))
             }

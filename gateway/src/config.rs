@@ -1,5 +1,6 @@
 //! Loading and checking the YAML configuration; every problem names file, line and field.
 
+pub mod access_log;
 mod duration;
 pub mod key_sets;
 mod model;
@@ -180,6 +181,11 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
 fn check(config: &Config) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let mut problem = |field: String, message: String| problems.push((field, message));
+    if let Some(log) = &config.access_log {
+        for (field, message) in log.problems() {
+            problem(join_field("access_log", &field), message);
+        }
+    }
     for (field, message) in config.listen.problems() {
         problem(join_field("listen", &field), message);
     }

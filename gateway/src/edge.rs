@@ -115,6 +115,9 @@ pub async fn admit(request: Request<Incoming>, client: &Client) -> Result<Admitt
     }
     normalize_path(&mut head.uri, client.rules.escaped_slashes)?;
     let mut body = Streamed::new(body, client.rules.body_idle);
+    if let Some(crate::access_log::BytesIn(counter)) = head.extensions.remove() {
+        body.count_into(counter);
+    }
     // Not when the client waits for `100 Continue`: reading would send it
     // before routing and plugins decide whether the body is wanted.
     if is_chunked_http1(&head.headers, head.version) && !head.headers.contains_key(header::EXPECT) {

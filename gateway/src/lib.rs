@@ -7,6 +7,7 @@
 //! `tls`) and runs `proxy::handle` on each request; `reload` swaps in a new
 //! snapshot when files change, and `reloads` records the attempts.
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod body;

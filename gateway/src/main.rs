@@ -104,6 +104,38 @@ fn new_plugin(name: &str, dir: &std::path::Path, sdk: Option<PathBuf>) -> ExitCo
     }
 }
 
+/// The log on stderr (`RUST_LOG`, default `info`) and, with `access_log:`,
+/// the access log; returns the guard that flushes the access log.
+fn logging(
+    config: &config::Config,
+) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let not_access =
+        tracing_subscriber::filter::filter_fn(|meta| meta.target() != gateway::access_log::TARGET);
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(filter)
+        .with_filter(not_access);
+    let (access, guard) = match &config.access_log {
+        Some(settings) => {
+            let (layer, guard) = gateway::access_log::layer(settings, &config.origin.base_dir())
+                .with_context(|| format!("access_log.to: cannot open {}", settings.to))?;
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(access)
+        .init();
+    Ok(guard)
+}
+
 /// A Tokio runtime, or the message to exit with.
 fn tokio_runtime(
     mut builder: tokio::runtime::Builder,
@@ -146,18 +178,18 @@ fn validate(file: PathBuf) -> ExitCode {
 }
 
 fn run(file: PathBuf) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let config = match config::load(&file) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Flushes the access log at exit.
+    let _access_log = match logging(&config) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("{error:#}");
             return ExitCode::FAILURE;
         }
     };

@@ -12,6 +12,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
+use std::time::Instant;
+
+use crate::access_log::{BytesIn, Entry, Logged};
 use crate::body::{Body, Streamed};
 use crate::edge::{self, Admitted, Client, forwarded};
 use crate::error::ProxyError;
@@ -24,21 +27,41 @@ use crate::tunnel;
 use crate::upstream::Upstream;
 use crate::upstream::headers::{self, X_REQUEST_ID};
 
+/// An answer as the client gets it: with its access log line written once
+/// it is sent, when this request is logged.
+pub type Served = Either<Body, Logged<Body>>;
+
 /// Handles one client request on the given snapshot; never fails: errors
 /// become the gateway's JSON error responses.
 pub async fn handle(
     snapshot: &Snapshot,
     mut request: Request<Incoming>,
     client: &Client,
-) -> Response<Body> {
+) -> Response<Served> {
+    let started = Instant::now();
     let request_id = headers::ensure_request_id(request.headers_mut());
     let ids = Ids {
         request: request_id,
         trace: TraceContext::propagate(request.headers_mut()),
     };
+    let mut entry = logged(snapshot).then(|| {
+        let mut entry = Entry::start(
+            started,
+            client.ip,
+            request.method().as_str(),
+            request.uri().path(),
+        );
+        entry.request_id = ids.request.to_str().unwrap_or("").to_string();
+        entry.trace_id = ids.trace.trace_id_hex();
+        request
+            .extensions_mut()
+            .insert(BytesIn(entry.bytes_in.clone()));
+        Box::new(entry)
+    });
     let head_request = request.method() == Method::HEAD;
     let http1 = request.version() <= Version::HTTP_11;
-    let mut response = match proxy(snapshot, request, client, &ids).await {
+    let trail = entry.as_deref_mut();
+    let mut response = match proxy(snapshot, request, client, &ids, trail).await {
         Ok(response) => response,
         Err(error) => error_response(&error, &ids),
     };
@@ -53,7 +76,21 @@ pub async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response.headers_mut().insert(&X_REQUEST_ID, ids.request);
-    response
+    match entry {
+        None => response.map(Either::Left),
+        Some(mut entry) => {
+            entry.status = response.status().as_u16();
+            response.map(|body| Either::Right(Logged::new(body, entry)))
+        }
+    }
+}
+
+/// Whether this request goes into the access log (`access_log.sample`).
+fn logged(snapshot: &Snapshot) -> bool {
+    match snapshot.access_sample {
+        None => false,
+        Some(share) => share >= 1.0 || fastrand::f64() < share,
+    }
 }
 
 /// What names a request in logs and headers: its `x-request-id`, and the
@@ -104,6 +141,7 @@ async fn proxy(
     request: Request<Incoming>,
     client: &Client,
     ids: &Ids,
+    mut trail: Option<&mut Entry>,
 ) -> Result<Response<Body>, ProxyError> {
     let request_id = &ids.request;
     let Admitted { request, host } = edge::admit(request, client).await?;
@@ -123,6 +161,10 @@ async fn proxy(
         })?;
     let route = matched.route;
     let upstream = snapshot.upstream(route.upstream)?;
+    if let Some(entry) = trail.as_deref_mut() {
+        entry.route = Some(route.name.clone());
+        entry.upstream = Some(upstream.name.clone());
+    }
     // Plugins see the request as it will be forwarded.
     headers::remove_hop_by_hop(request.headers_mut());
     forwarded::set_forwarding(
@@ -143,7 +185,7 @@ async fn proxy(
         client_upgrade,
     };
     if plugins.is_empty() {
-        return target.exchange(request, false, None).await;
+        return target.exchange(request, false, None, trail).await;
     }
 
     let mut context = RequestContext::new(
@@ -153,9 +195,17 @@ async fn proxy(
         &matched.params,
         &upstream.name,
     );
-    let (response, ran) = match plugins.on_request(request, &mut context).await {
+    let hooks = trail.is_some().then(Instant::now);
+    let flow = plugins.on_request(request, &mut context).await;
+    let mut in_hooks = hooks.map(|started| started.elapsed());
+    let (response, ran) = match flow {
         Ok(RequestFlow::Forward { request, path_set }) => {
-            let sent = target.exchange(request, path_set, Some((plugins, &mut context)));
+            let sent = target.exchange(
+                request,
+                path_set,
+                Some((plugins, &mut context)),
+                trail.as_deref_mut(),
+            );
             match sent.await {
                 Ok(response) => (response, plugins.len()),
                 Err(error) => (error_response(&error, ids), plugins.len()),
@@ -164,7 +214,13 @@ async fn proxy(
         Ok(RequestFlow::Respond { response, ran }) => (response, ran),
         Err(HookFailure { error, ran }) => (error_response(&error, ids), ran),
     };
-    plugins.on_response(response, ran, &mut context).await
+    let hooks = trail.is_some().then(Instant::now);
+    let response = plugins.on_response(response, ran, &mut context).await;
+    if let (Some(entry), Some(started)) = (trail, hooks) {
+        in_hooks = in_hooks.map(|before| before + started.elapsed());
+        entry.plugins_time = in_hooks.unwrap_or_default();
+    }
+    response
 }
 
 /// Where a routed request goes, and what it needs to get there.
@@ -185,6 +241,7 @@ impl Target<'_> {
         request: Request<Body>,
         path_set: bool,
         plugins: Option<(&crate::plugin::Chain, &mut RequestContext)>,
+        trail: Option<&mut Entry>,
     ) -> Result<Response<Body>, ProxyError> {
         let route = self.matched.route;
         let timeout = route.timeout.unwrap_or(self.upstream.request_timeout);
@@ -197,10 +254,17 @@ impl Target<'_> {
         }
         prepared?;
         let outgoing = Request::from_parts(parts, body);
-        let mut response = self
+        let sent = trail.is_some().then(Instant::now);
+        let mut answered = None;
+        let forwarded = self
             .upstream
-            .forward(outgoing, self.client.ip, timeout)
-            .await?;
+            .forward(outgoing, self.client.ip, timeout, &mut answered)
+            .await;
+        if let (Some(entry), Some(sent)) = (trail, sent) {
+            entry.upstream_time = Some(sent.elapsed());
+            entry.target = answered.and_then(|i| self.upstream.target_url(i));
+        }
+        let mut response = forwarded?;
         if let Some(client_upgrade) = self.client_upgrade
             && response.status() == StatusCode::SWITCHING_PROTOCOLS
         {

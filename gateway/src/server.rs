@@ -42,6 +42,8 @@ struct ListenerSettings {
     listen: Listen,
     admin: Option<crate::config::AdminConfig>,
     server: ServerConfig,
+    /// Where the access log goes (its `sample` applies on reload).
+    access_log: Option<(String, crate::config::access_log::LogFormat)>,
 }
 
 impl ListenerSettings {
@@ -50,7 +52,15 @@ impl ListenerSettings {
             listen: config.listen.clone(),
             admin: config.admin.clone(),
             server: config.server.clone(),
+            access_log: Self::access_log_of(config),
         }
+    }
+
+    fn access_log_of(config: &Config) -> Option<(String, crate::config::access_log::LogFormat)> {
+        config
+            .access_log
+            .as_ref()
+            .map(|log| (log.to.clone(), log.format))
     }
 
     /// The same addresses, each plain or TLS as before, in the same order,
@@ -118,6 +128,11 @@ impl ListenerSettings {
         if config.admin != self.admin {
             warnings.push(
                 "admin changed; the admin API keeps its address until the gateway restarts".into(),
+            );
+        }
+        if Self::access_log_of(config) != self.access_log {
+            warnings.push(
+                "access_log changed; where and how it is written changes when the gateway restarts (its sample applies now)".into(),
             );
         }
         if config.server != self.server {

@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub warnings: Vec<String>,
     /// Which config this is, for the admin API.
     pub source: Source,
+    /// The share of requests written to the access log; `None` when off.
+    pub access_sample: Option<f64>,
 }
 
 /// The config file a snapshot was built from, its version (a digest of its
@@ -131,6 +133,7 @@ impl Snapshot {
             state: resources.state,
             plugins: built.plugins,
             warnings: built.warnings,
+            access_sample: config.access_log.as_ref().map(|log| log.sample),
             source: Source {
                 file: config.origin.file.clone(),
                 version: config.origin.version.clone(),

@@ -115,13 +115,27 @@ impl Upstream {
     /// Picks a target and sends; a request that failed at the connection level
     /// is tried once more on another target when that is safe: an idempotent
     /// method with no body (a streamed body cannot be sent twice).
+    /// `answered` is set to the target the answer came from.
     pub async fn forward(
         &self,
         request: Request<Body>,
         client_ip: IpAddr,
         timeout: Duration,
+        answered: &mut Option<usize>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        self.forward_within(request, client_ip, timeout, true).await
+        self.forward_within(request, client_ip, timeout, true, answered)
+            .await
+    }
+
+    /// The URL of target `index`, as configured.
+    pub fn target_url(&self, index: usize) -> Option<String> {
+        self.config.targets.get(index).map(|t| {
+            format!(
+                "{}://{}",
+                if t.url.https { "https" } else { "http" },
+                t.url.authority
+            )
+        })
     }
 
     /// `forward` for a plugin's outbound call: a timeout shorter than the
@@ -135,7 +149,7 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Response<Incoming>, ProxyError> {
         let judged = timeout >= self.request_timeout;
-        self.forward_within(request, client_ip, timeout, judged)
+        self.forward_within(request, client_ip, timeout, judged, &mut None)
             .await
     }
 
@@ -145,6 +159,7 @@ impl Upstream {
         client_ip: IpAddr,
         timeout: Duration,
         timeout_counts: bool,
+        answered: &mut Option<usize>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let info = RequestInfo {
             headers: request.headers(),
@@ -156,7 +171,10 @@ impl Upstream {
             .send_within(first, request, timeout, timeout_counts)
             .await
         {
-            Ok(response) => return Ok(response),
+            Ok(response) => {
+                *answered = Some(first);
+                return Ok(response);
+            }
             Err(error @ AttemptError::Timeout(_)) => return Err(self.error_for(first, error)),
             Err(error) => error,
         };
@@ -171,9 +189,12 @@ impl Upstream {
             return Err(self.error_for(first, error));
         };
         tracing::debug!(upstream = %self.name, ?error, "retrying on another target");
-        self.send_within(second, again, timeout, timeout_counts)
+        let response = self
+            .send_within(second, again, timeout, timeout_counts)
             .await
-            .map_err(|e| self.error_for(second, e))
+            .map_err(|e| self.error_for(second, e))?;
+        *answered = Some(second);
+        Ok(response)
     }
 
     /// Sends one attempt to `target` and waits for the response head.

@@ -39,6 +39,9 @@ pub struct Config {
     /// Where plugins' shared counters live (rate limits).
     #[serde(default)]
     pub state: super::state::StateConfig,
+    /// One line per request (off when absent).
+    #[serde(default)]
+    pub access_log: Option<super::access_log::AccessLogConfig>,
     /// Where this config came from, for errors found after parsing.
     #[serde(skip)]
     pub origin: Origin,
