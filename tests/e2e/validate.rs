@@ -57,7 +57,7 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "lisen: 0.0.0.0:80\n",
-            "FILE:1: lisen: unknown field `lisen`, expected one of `listen`, `admin`, `plugins`, `server`, `reload`, `upstreams`, `routes`, `key_sets`, `state`\n",
+            "FILE:1: lisen: unknown field `lisen`, expected one of `listen`, `admin`, `plugins`, `server`, `reload`, `upstreams`, `routes`, `key_sets`, `state`, `access_log`\n",
         ),
         (
             &format!("{POOL}routes:\n  - name: a\n    upstream: users\n    timeout: 5\n"),
