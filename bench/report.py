@@ -16,6 +16,7 @@ ROWS = [
     ("haproxy", "HAProxy, plain HTTP mode"),
     ("gateway", "gateway, no plugins"),
     ("gateway-baseline", "gateway, no plugins, baseline build (BENCH_BASELINE)"),
+    ("gateway-accesslog", "gateway, no plugins, JSON access log of every request"),
     ("gateway-transform", "gateway + transform plugin"),
     ("gateway-3-plugins", "gateway + transform + 2 no-op plugins"),
     ("haproxy-rules", "HAProxy doing the transform's work natively"),
@@ -91,6 +92,11 @@ def targets(results):
         lines.append(f"- CPU per request, this build vs the baseline: {change:+.1%} "
                      f"(median of {len(pairs)} paired rounds; "
                      f"{1e6 / plain['rps']:.2f} us vs {1e6 / baseline['rps']:.2f} us)")
+    logged = results.get("gateway-accesslog")
+    if plain and logged:
+        lines.append(f"- access log on vs off: CPU per request {1e6 / logged['rps']:.2f} us vs "
+                     f"{1e6 / plain['rps']:.2f} us ({logged['rps'] / plain['rps']:.2f}x requests/s; "
+                     f"+{1e6 / logged['rps'] - 1e6 / plain['rps']:.2f} us per line)")
     if plain and chain:
         lines.append(f"- three-plugin chain vs no-plugin gateway: {chain['rps'] / plain['rps']:.2f}x "
                      f"(target >= 0.8)")
