@@ -176,18 +176,25 @@ async fn run(
     mut watcher: Option<notify::RecommendedWatcher>,
 ) {
     while let Some(first) = rx.recv().await {
-        let mut reply = None;
+        // Admin requests waiting for this attempt's record (several asked
+        // together share one reload).
+        let mut replies = Vec::new();
         let trigger = match first {
             Trigger::Signal => "SIGHUP".to_string(),
             Trigger::Admin(waiting) => {
-                reply = Some(waiting);
+                replies.push(waiting);
+                // Whatever else is queued is covered too: the reload reads
+                // the files as they are now.
+                while let Ok(Trigger::Admin(more)) = rx.try_recv() {
+                    replies.push(more);
+                }
                 "POST /admin/reload".to_string()
             }
             Trigger::Files(path) => {
                 if !relevant(&path, &config_file, &watched) {
                     continue;
                 }
-                if !settle(&mut rx, debounce, &config_file, &watched).await {
+                if !settle(&mut rx, debounce, &config_file, &watched, &mut replies).await {
                     return;
                 }
                 format!("file change: {}", path.display())
@@ -221,8 +228,8 @@ async fn run(
             }
         }
         let record = gateway.reloads.record(&trigger, started, result);
-        if let Some(reply) = reply {
-            let _ = reply.send(record);
+        for reply in replies {
+            let _ = reply.send(record.clone());
         }
     }
 }
@@ -278,6 +285,7 @@ async fn settle(
     debounce: Duration,
     config_file: &Path,
     watched: &Watched,
+    replies: &mut Vec<crate::reloads::ReloadRequest>,
 ) -> bool {
     let give_up = tokio::time::Instant::now() + MAX_SETTLE.max(debounce);
     let mut quiet_until = tokio::time::Instant::now() + debounce;
@@ -287,6 +295,8 @@ async fn settle(
             Ok(Some(Trigger::Files(path))) if relevant(&path, config_file, watched) => {
                 quiet_until = tokio::time::Instant::now() + debounce;
             }
+            // An admin request arriving meanwhile is answered by this reload.
+            Ok(Some(Trigger::Admin(reply))) => replies.push(reply),
             Ok(Some(_)) => {}
             Ok(None) => return false,
             Err(_) => return true,

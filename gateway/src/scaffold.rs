@@ -36,24 +36,55 @@ pub fn new_plugin(parent: &Path, name: &str, sdk: &Path) -> Result<Created, Scaf
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-');
-    if !valid {
+    // Crate names cargo or the generated code would trip over.
+    let reserved = [
+        "test",
+        "core",
+        "std",
+        "alloc",
+        "serde",
+        "plugin-sdk",
+        "self",
+        "crate",
+        "super",
+    ];
+    if !valid || reserved.contains(&name) {
         return Err(ScaffoldError::BadName(name.to_string()));
     }
     let dir = parent.join(name);
-    if dir.exists() {
-        return Err(ScaffoldError::Exists(dir));
-    }
+    // Made here or not at all: never into a folder (or a link) that exists.
+    std::fs::create_dir(&dir).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists => ScaffoldError::Exists(dir.clone()),
+        _ => ScaffoldError::Write {
+            path: dir.clone(),
+            source,
+        },
+    })?;
     let write = |file: &str, text: String| {
         let path = dir.join(file);
-        if let Some(folder) = path.parent() {
-            std::fs::create_dir_all(folder).map_err(|source| ScaffoldError::Write {
+        if let Some(folder) = path.parent()
+            && folder != dir
+        {
+            std::fs::create_dir(folder).map_err(|source| ScaffoldError::Write {
                 path: folder.to_path_buf(),
                 source,
             })?;
         }
-        std::fs::write(&path, text).map_err(|source| ScaffoldError::Write { path, source })
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+            .map_err(|source| ScaffoldError::Write { path, source })
     };
-    let sdk = sdk.display().to_string().replace('\\', "/");
+    // Cargo reads a relative path from the new crate, not from here; and
+    // the path goes into a TOML string.
+    let sdk = std::fs::canonicalize(sdk).unwrap_or_else(|_| sdk.to_path_buf());
+    let sdk = sdk
+        .display()
+        .to_string()
+        .replace('\\', "/")
+        .replace('"', "\\\"");
     write("Cargo.toml", cargo_toml(name, &sdk))?;
     write("src/lib.rs", lib_rs(name))?;
     write(".gitignore", "/target\n".into())?;
@@ -106,7 +137,8 @@ fn type_name(name: &str) -> String {
 
 fn lib_rs(name: &str) -> String {
     let header = format!("x-{name}");
-    let ty = type_name(name);
+    // `…Plugin`, so no name shadows the SDK's `Plugin`, `Request`, `Config`…
+    let ty = format!("{}Plugin", type_name(name));
     format!(
         r#"//! The `{name}` plugin. Build it with
 //!
@@ -227,8 +259,15 @@ mod tests {
         assert!(created.wasm.ends_with("release/add_header.wasm"));
         let lib = std::fs::read_to_string(created.dir.join("src/lib.rs")).expect("lib");
         assert!(
-            lib.contains("impl Plugin for AddHeader") && lib.contains("export_plugin!(AddHeader)")
+            lib.contains("impl Plugin for AddHeaderPlugin")
+                && lib.contains("export_plugin!(AddHeaderPlugin)")
         );
+        for reserved in ["test", "core", "serde", "plugin-sdk"] {
+            assert!(matches!(
+                new_plugin(dir.path(), reserved, sdk),
+                Err(ScaffoldError::BadName(_))
+            ));
+        }
         let toml = std::fs::read_to_string(created.dir.join("Cargo.toml")).expect("toml");
         assert!(toml.contains("name = \"add-header\"") && toml.contains("path = \"/sdk\""));
         assert!(matches!(

@@ -56,12 +56,21 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let websocket = connection && upgrade && is_websocket_upgrade(headers);
     if connection {
         // Headers named by Connection are hop-by-hop as well. `close` names
-        // no header; `upgrade` and `keep-alive` are dealt with here anyway.
+        // no header; `upgrade` and `keep-alive` are dealt with here anyway;
+        // the ids the gateway sets itself (request id, trace context) are
+        // never a client's to strip.
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter(|t| {
-                !["close", "keep-alive", "upgrade"]
-                    .iter()
-                    .any(|k| t.eq_ignore_ascii_case(k))
+                ![
+                    "close",
+                    "keep-alive",
+                    "upgrade",
+                    "x-request-id",
+                    "traceparent",
+                    "tracestate",
+                ]
+                .iter()
+                .any(|k| t.eq_ignore_ascii_case(k))
             })
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
@@ -149,6 +158,28 @@ mod tests {
         remove_hop_by_hop(&mut h);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn a_client_cannot_strip_the_ids_the_gateway_sets() {
+        let mut h = test_headers(&[
+            (
+                "connection",
+                "X-Request-Id, traceparent, tracestate, x-other",
+            ),
+            ("x-request-id", "r-1"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "a=1"),
+            ("x-other", "gone"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        for kept in ["x-request-id", "traceparent", "tracestate"] {
+            assert!(h.contains_key(kept), "{kept}");
+        }
+        assert!(!h.contains_key("x-other"));
     }
 
     #[test]
