@@ -40,6 +40,21 @@ pub struct Entry {
     pub upstream_time: Option<Duration>,
     /// Time in the route's plugin hooks (waits on host services included).
     pub plugins_time: Duration,
+    /// The line has been written (by `Logged`, or by `Drop` for a request
+    /// whose client left before its answer's head).
+    written: bool,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if !self.written {
+            // The client left before the answer's head: nginx's 499.
+            if self.status == 0 {
+                self.status = 499;
+            }
+            self.write(0, false);
+        }
+    }
 }
 
 /// Carries the counter of request body bytes from `proxy::handle` to where
@@ -63,10 +78,12 @@ impl Entry {
             bytes_in: Arc::default(),
             upstream_time: None,
             plugins_time: Duration::ZERO,
+            written: false,
         }
     }
 
-    fn write(&self, bytes_out: u64, completed: bool) {
+    fn write(&mut self, bytes_out: u64, completed: bool) {
+        self.written = true;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         tracing::info!(
             target: TARGET,
@@ -118,7 +135,7 @@ impl<B> Logged<B> {
 impl<B> Drop for Logged<B> {
     fn drop(&mut self) {
         // (A body with nothing to send is never polled: see `new`.)
-        if let Some(entry) = self.entry.take() {
+        if let Some(mut entry) = self.entry.take() {
             entry.write(self.bytes_out, self.ended);
         }
     }

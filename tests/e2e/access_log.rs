@@ -151,3 +151,34 @@ fn a_bad_sample_is_refused() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_logged_as_499() {
+    let svc = Backend::start("svc").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("access.log");
+    let gw = Gateway::start(&format!(
+        "access_log: {{ to: \"{}\" }}\nupstreams:\n{}routes:\n  - {{ name: all, upstream: svc }}\n",
+        file.display(),
+        upstream("svc", &[&svc], "")
+    ));
+    // HTTP/2: a cancelled stream drops the request at once.
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get(format!("http://{}/slow?ms=3000", gw.addr))
+        .body(())
+        .expect("request");
+    let (_response, mut stream) = client.send_request(request, true).expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.send_reset(h2::Reason::CANCEL);
+    let lines = lines(&file, 1).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON");
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["completed"], false);
+    assert_eq!(line["path"], "/slow");
+}
