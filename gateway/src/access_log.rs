@@ -57,6 +57,25 @@ impl Drop for Entry {
     }
 }
 
+/// Longest path written (a client's path may be as long as its whole head).
+const MAX_PATH: usize = 2048;
+
+/// Lines waiting for the writer thread at most; past it lines are dropped
+/// rather than held (a stalled disk must not grow the gateway's memory).
+const MAX_QUEUED_LINES: usize = 8192;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn shortened(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Carries the counter of request body bytes from `proxy::handle` to where
 /// the body is read (`edge::admit`), as a request extension.
 #[derive(Debug, Clone)]
@@ -70,7 +89,7 @@ impl Entry {
             trace_id: String::new(),
             client,
             method: method.to_string(),
-            path: path.to_string(),
+            path: shortened(path, MAX_PATH).to_string(),
             route: None,
             upstream: None,
             target: None,
@@ -197,14 +216,19 @@ pub fn layer<S>(
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
+    let queue = || {
+        tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .buffered_lines_limit(MAX_QUEUED_LINES)
+            .lossy(true)
+    };
     let (writer, guard) = if config.to == "stdout" {
-        tracing_appender::non_blocking(std::io::stdout())
+        queue().finish(std::io::stdout())
     } else {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(base.join(&config.to))?;
-        tracing_appender::non_blocking(file)
+        queue().finish(file)
     };
     let only_access = tracing_subscriber::filter::filter_fn(|meta| meta.target() == TARGET);
     let layer = match config.format {

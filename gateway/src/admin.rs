@@ -27,6 +27,9 @@ const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// Admin connections open at once; more wait in the backlog.
 const ADMIN_CONNECTIONS: usize = 64;
 
+/// Longest an admin connection stays open (a reload waits at most 60 s).
+const ADMIN_CONNECTION_LIMIT: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// How long `POST /admin/reload` waits for the reload it asked for.
 const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -72,9 +75,9 @@ pub async fn serve(
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(ADMIN_HEADER_TIMEOUT);
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            // A client that stops reading an answer holds a slot no longer.
+            let serving = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(ADMIN_CONNECTION_LIMIT, serving).await;
         });
     }
 }
@@ -82,16 +85,21 @@ pub async fn serve(
 /// Whether `request` bears the admin token (always, when none is set);
 /// compared in constant time.
 fn bearer_ok<B>(request: &Request<B>, token: Option<&str>) -> bool {
+    use sha2::Digest as _;
     use subtle::ConstantTimeEq as _;
     let Some(token) = token else { return true };
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Equal lengths first: `ct_eq` on slices of other lengths is false anyway.
-    given.len() == token.len() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, credentials)| credentials.trim());
+    // Digests compared in constant time: neither the token's bytes nor its
+    // length show in how long a refusal takes.
+    let given = sha2::Sha256::digest(given.as_bytes());
+    let expected = sha2::Sha256::digest(token.as_bytes());
+    bool::from(given.as_slice().ct_eq(expected.as_slice()))
 }
 
 fn unauthorized() -> Response<Full<Bytes>> {

@@ -190,13 +190,19 @@ fn check(config: &Config) -> Vec<(String, String)> {
         problem(join_field("listen", &field), message);
     }
     check_server(&config.server, &mut problem);
-    if let Some(token) = config.admin.as_ref().and_then(|a| a.token.as_ref())
-        && token.len() < 16
-    {
-        problem(
-            "admin.token".into(),
-            "must be at least 16 characters: use a long random value, like ${ADMIN_TOKEN} set from `openssl rand -hex 32`".into(),
-        );
+    if let Some(token) = config.admin.as_ref().and_then(|a| a.token.as_ref()) {
+        if token.len() < 16 {
+            problem(
+                "admin.token".into(),
+                "must be at least 16 characters: use a long random value, like ${ADMIN_TOKEN} set from `openssl rand -hex 32`".into(),
+            );
+        } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            // A trailing newline from a secret file would never match.
+            problem(
+                "admin.token".into(),
+                "must be printable characters only, with no spaces or line ends".into(),
+            );
+        }
     }
     for (name, upstream) in &config.upstreams {
         check_upstream(&format!("upstreams.{name}"), upstream, &mut problem);

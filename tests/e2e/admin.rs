@@ -145,6 +145,15 @@ async fn with_a_token_every_admin_request_must_bear_it() {
         let right = call(Method::GET, &gw.admin_url(path), Some(TOKEN)).await;
         assert_eq!(right.status, 200, "{path}");
     }
+    // The scheme is case-insensitive, as HTTP's are.
+    let lower = send(
+        Request::get(gw.admin_url("/admin/config"))
+            .header("authorization", format!("bearer {TOKEN}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(lower.status, 200);
     let reload = call(Method::POST, &gw.admin_url("/admin/reload"), None).await;
     assert_eq!(reload.status, 401, "no reload without the token");
     assert_eq!(
