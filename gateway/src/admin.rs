@@ -60,9 +60,14 @@ pub async fn serve(
                 let gateway = gateway.clone();
                 let token = token.clone();
                 async move {
-                    let answer = match bearer_ok(&request, token.as_deref()) {
-                        true => answer(&gateway, &request).await,
-                        false => unauthorized(),
+                    // Without a token, nothing stops a web page the operator
+                    // opens from calling a loopback port: refuse browsers.
+                    let answer = if token.is_none() && from_a_browser(&request) {
+                        from_a_web_page()
+                    } else if bearer_ok(&request, token.as_deref()) {
+                        answer(&gateway, &request).await
+                    } else {
+                        unauthorized()
                     };
                     Ok::<_, Infallible>(answer)
                 }
@@ -116,6 +121,42 @@ fn unauthorized() -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("Bearer realm=\"gateway admin\""),
     );
     response
+}
+
+/// Whether `request` comes from a web page rather than a tool: a browser
+/// sends `Origin` (or `Sec-Fetch-Site`) with cross-site requests, and a page
+/// reaching a loopback port through DNS rebinding names its own host. The
+/// admin API answers neither (CSRF on `POST /admin/reload`, reads of pools).
+fn from_a_browser<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    if headers.contains_key(header::ORIGIN)
+        || headers
+            .get("sec-fetch-site")
+            .is_some_and(|site| site != "same-origin" && site != "none")
+    {
+        return true;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    !(name.is_empty() || name == "localhost" || name.parse::<std::net::IpAddr>().is_ok())
+}
+
+fn from_a_web_page() -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::FORBIDDEN,
+        &error(
+            403,
+            "forbidden",
+            "without admin.token the admin API answers tools (curl, scripts), not web pages: no Origin header, and a Host that is an IP address or localhost",
+        ),
+    )
 }
 
 async fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -372,6 +413,37 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn web_pages_are_told_apart_from_tools() {
+        let request = |pairs: &[(&str, &str)]| {
+            let mut builder = Request::get("/admin/pools");
+            for (name, value) in pairs {
+                builder = builder.header(*name, *value);
+            }
+            builder.body(()).expect("request")
+        };
+        for tool in [
+            &[("host", "127.0.0.1:9901")][..],
+            &[("host", "localhost:9901")][..],
+            &[("host", "[::1]:9901")][..],
+            &[("host", "10.0.0.5")][..],
+            &[][..],
+            &[("host", "127.0.0.1:9901"), ("sec-fetch-site", "none")][..],
+        ] {
+            assert!(!from_a_browser(&request(tool)), "{tool:?}");
+        }
+        for page in [
+            &[
+                ("host", "127.0.0.1:9901"),
+                ("origin", "https://evil.example"),
+            ][..],
+            &[("host", "rebound.evil.example:9901")][..],
+            &[("host", "127.0.0.1:9901"), ("sec-fetch-site", "cross-site")][..],
+        ] {
+            assert!(from_a_browser(&request(page)), "{page:?}");
+        }
+    }
 
     #[test]
     fn formats_utc_timestamps() {

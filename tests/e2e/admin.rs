@@ -108,6 +108,23 @@ async fn post_reload_applies_the_file_or_says_why_not() {
         "still the last good config"
     );
 
+    // A web page (CSRF, DNS rebinding) is refused without a token.
+    let page = send(
+        Request::post(gw.admin_url("/admin/reload"))
+            .header("origin", "https://evil.example")
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(page.status, 403);
+    let rebound = send(
+        Request::get(gw.admin_url("/admin/pools"))
+            .header("host", "rebound.evil.example")
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(rebound.status, 403);
     let wrong = call(Method::GET, &gw.admin_url("/admin/reload"), None).await;
     assert_eq!(wrong.status, 405);
     assert_eq!(wrong.headers["allow"], "POST");
