@@ -108,40 +108,11 @@ impl Certificate {
         now: SystemTime,
     ) -> Result<(Self, Option<String>), LoadError> {
         let cert_path = base.join(&files.cert);
-        let key_path = base.join(&files.key);
+        let certified = read_pair(&cert_path, &base.join(&files.key))?;
         let cert_error = |message: String| LoadError {
             field: "cert",
             message,
         };
-        let key_error = |message: String| LoadError {
-            field: "key",
-            message,
-        };
-        let chain = read_chain(&cert_path).map_err(cert_error)?;
-        let key = read_key(&key_path).map_err(key_error)?;
-        let key = super::provider()
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| key_error(format!("{}: {e}", key_path.display())))?;
-        let certified = CertifiedKey::new(chain, key);
-        match certified.keys_match() {
-            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-                return Err(key_error(format!(
-                    "the key in {} does not match the certificate in {}",
-                    key_path.display(),
-                    cert_path.display()
-                )));
-            }
-            // The certificate itself could not be read as TLS needs it.
-            Err(error) => {
-                return Err(cert_error(format!(
-                    "{}: {}",
-                    cert_path.display(),
-                    unusable_certificate(&error)
-                )));
-            }
-        }
         let leaf = Leaf::parse(&certified.cert[0])
             .map_err(|e| cert_error(format!("{}: {e}", cert_path.display())))?;
         let now = unix_seconds(now);
@@ -198,6 +169,45 @@ fn pem_problem(error: &rustls::pki_types::pem::Error) -> String {
         Error::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed".into(),
         Error::Base64Decode(_) => "a PEM block is not valid base64".into(),
         other => other.to_string(),
+    }
+}
+
+/// A certificate chain and its private key, read from PEM files, the key
+/// checked to belong to the certificate (a listener's, or the client
+/// certificate the gateway shows upstreams).
+pub fn read_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, LoadError> {
+    let cert_error = |message: String| LoadError {
+        field: "cert",
+        message,
+    };
+    let key_error = |message: String| LoadError {
+        field: "key",
+        message,
+    };
+    let chain = read_chain(cert_path).map_err(cert_error)?;
+    let key = read_key(key_path).map_err(key_error)?;
+    let key = super::provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| key_error(format!("{}: {e}", key_path.display())))?;
+    let certified = CertifiedKey::new(chain, key);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(certified)
+        }
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(key_error(format!(
+                "the key in {} does not match the certificate in {}",
+                key_path.display(),
+                cert_path.display()
+            )))
+        }
+        // The certificate itself could not be read as TLS needs it.
+        Err(error) => Err(cert_error(format!(
+            "{}: {}",
+            cert_path.display(),
+            unusable_certificate(&error)
+        ))),
     }
 }
 
@@ -366,8 +376,18 @@ mod tests {
 
     const SCHEMES: &[SignatureScheme] = &[SignatureScheme::ECDSA_NISTP256_SHA256];
 
+    /// The names of the certificate a client asking for `sni` gets.
     fn names_of(set: &CertificateSet, sni: Option<&str>) -> Vec<String> {
-        let chosen = set.choose(sni, SCHEMES).expect("a certificate");
+        names_checked_with(set, sni, SCHEMES)
+    }
+
+    /// The same, for a client that can check `schemes`.
+    fn names_checked_with(
+        set: &CertificateSet,
+        sni: Option<&str>,
+        schemes: &[SignatureScheme],
+    ) -> Vec<String> {
+        let chosen = set.choose(sni, schemes).expect("a certificate");
         let found = set
             .certificates()
             .iter()
@@ -412,14 +432,7 @@ mod tests {
             ),
         ];
         let (set, _) = CertificateSet::load(&files, dir.path(), SystemTime::now()).expect("loads");
-        let chosen = |schemes: &[SignatureScheme]| {
-            let key = set.choose(Some("api.example.com"), schemes).expect("one");
-            let found = set
-                .certificates()
-                .iter()
-                .find(|c| Arc::ptr_eq(&c.key, &key));
-            found.expect("of the set").names.clone()
-        };
+        let chosen = |schemes| names_checked_with(&set, Some("api.example.com"), schemes);
         assert_eq!(chosen(SCHEMES), ["api.example.com"]);
         assert_eq!(chosen(&[SignatureScheme::ED25519]), ["*.example.com"]);
         // Nothing it can check: the named one, and the handshake fails.

@@ -10,7 +10,9 @@ use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
 use sha2::{Digest as _, Sha256};
 
-use super::certificates::{read_chain, read_key};
+use rustls::sign::SingleCertAndKey;
+
+use super::certificates::{read_chain, read_pair};
 use crate::config::tls::UpstreamTls;
 
 /// How one upstream's https targets are reached.
@@ -71,40 +73,18 @@ impl Origin {
         let config = match &tls.client_certificate {
             None => builder.with_no_client_auth(),
             Some(files) => {
-                let cert_path = base.join(&files.cert);
-                let key_path = base.join(&files.key);
-                let chain = read_chain(&cert_path).map_err(|e| ("client_certificate.cert", e))?;
-                let key = read_key(&key_path).map_err(|e| ("client_certificate.key", e))?;
-                chain.iter().for_each(|c| digest.update(c));
-                digest.update(key.secret_der());
-                let signing = super::provider()
-                    .key_provider
-                    .load_private_key(key.clone_key())
-                    .map_err(|e| {
-                        (
-                            "client_certificate.key",
-                            format!("{}: {e}", key_path.display()),
-                        )
-                    })?;
-                let pair = rustls::sign::CertifiedKey::new(chain.clone(), signing);
-                if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
-                    pair.keys_match()
-                {
-                    return Err((
-                        "client_certificate.key",
-                        format!(
-                            "the key in {} does not match the certificate in {}",
-                            key_path.display(),
-                            cert_path.display()
-                        ),
-                    ));
+                let pair = read_pair(&base.join(&files.cert), &base.join(&files.key)).map_err(
+                    |e| match e.field {
+                        "cert" => ("client_certificate.cert", e.message),
+                        _ => ("client_certificate.key", e.message),
+                    },
+                )?;
+                // The chain and the public key: a changed file changes one.
+                pair.cert.iter().for_each(|c| digest.update(c));
+                if let Some(public) = pair.key.public_key() {
+                    digest.update(&public);
                 }
-                builder.with_client_auth_cert(chain, key).map_err(|e| {
-                    (
-                        "client_certificate.key",
-                        format!("{} with {}: {e}", key_path.display(), cert_path.display()),
-                    )
-                })?
+                builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(pair)))
             }
         };
         let connector = |alpn: &[&[u8]]| {
