@@ -111,9 +111,9 @@ impl Entry {
             client = %self.client,
             method = %self.method,
             path = %self.path,
-            route = self.route.as_deref().unwrap_or(""),
-            upstream = self.upstream.as_deref().unwrap_or(""),
-            target = self.target.as_deref().unwrap_or(""),
+            route = %self.route.as_deref().unwrap_or(""),
+            upstream = %self.upstream.as_deref().unwrap_or(""),
+            target = %self.target.as_deref().unwrap_or(""),
             status = self.status,
             bytes_in = self.bytes_in.load(Ordering::Relaxed),
             bytes_out,
@@ -136,7 +136,9 @@ pub struct Logged<B> {
 }
 
 impl<B> Logged<B> {
-    pub fn new(body: B, entry: Box<Entry>) -> Self
+    /// `bodiless`: the answer has no body whatever `body` holds (a HEAD
+    /// request's, a 204 or 304), so it is complete once its head is sent.
+    pub fn new(body: B, entry: Box<Entry>, bodiless: bool) -> Self
     where
         B: http_body::Body,
     {
@@ -144,7 +146,7 @@ impl<B> Logged<B> {
             body,
             entry: Some(entry),
             bytes_out: 0,
-            ended: false,
+            ended: bodiless,
         };
         logged.check_end();
         logged
@@ -204,6 +206,26 @@ where
     }
 }
 
+/// One `name=value` of a text line; a value a client could have shaped to
+/// look like more fields (spaces, quotes, `=`, control characters) is
+/// quoted and escaped.
+fn text_field(
+    writer: &mut tracing_subscriber::fmt::format::Writer<'_>,
+    field: &tracing::field::Field,
+    value: &dyn std::fmt::Debug,
+) -> std::fmt::Result {
+    let text = format!("{value:?}");
+    if text.is_empty()
+        || text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '=')
+    {
+        write!(writer, "{}={text:?}", field.name())
+    } else {
+        write!(writer, "{}={text}", field.name())
+    }
+}
+
 /// The layer writing access lines to `config.to` (relative to `base`), and
 /// the guard that flushes it when dropped (at exit).
 pub fn layer<S>(
@@ -230,6 +252,7 @@ where
             .open(base.join(&config.to))?;
         queue().finish(file)
     };
+    use tracing_subscriber::field::MakeExt as _;
     let only_access = tracing_subscriber::filter::filter_fn(|meta| meta.target() == TARGET);
     let layer = match config.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -243,6 +266,7 @@ where
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .compact()
+            .fmt_fields(tracing_subscriber::fmt::format::debug_fn(text_field).delimited(" "))
             .with_ansi(false)
             .with_target(false)
             .with_level(false)

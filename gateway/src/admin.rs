@@ -1,4 +1,5 @@
-//! The admin listener, JSON in and out: what runs (`/admin/config`,
+//! The admin listener, JSON in and out (and Prometheus metrics at
+//! `/metrics`): what runs (`/admin/config`,
 //! `/admin/routes`, `/admin/pools`, `/admin/plugins`, `/admin/state`), what
 //! reloads did (`/admin/reloads`), and `POST /admin/reload`. With
 //! `admin.token`, every request needs `Authorization: Bearer TOKEN`.
@@ -168,6 +169,7 @@ async fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<Full
         _ => return not_allowed("GET"),
     }
     match path {
+        "/metrics" => metrics(gateway),
         "/admin/config" => json_response(StatusCode::OK, &config(gateway)),
         "/admin/routes" => json_response(StatusCode::OK, &routes(gateway)),
         "/admin/pools" => json_response(StatusCode::OK, &pools(gateway)),
@@ -180,7 +182,7 @@ async fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<Full
                 404,
                 "not_found",
                 &format!(
-                    "no admin endpoint {path}; try /admin/config, /admin/routes, /admin/pools, /admin/plugins, /admin/reloads, /admin/state, or POST /admin/reload"
+                    "no admin endpoint {path}; try /metrics, /admin/config, /admin/routes, /admin/pools, /admin/plugins, /admin/reloads, /admin/state, or POST /admin/reload"
                 ),
             ),
         ),
@@ -229,6 +231,19 @@ async fn reload(gateway: &Gateway) -> Response<Full<Bytes>> {
             ),
         ),
     }
+}
+
+/// Prometheus metrics, in its text format.
+fn metrics(gateway: &Gateway) -> Response<Full<Bytes>> {
+    let snapshot = gateway.snapshot();
+    let pools: Vec<_> = snapshot.upstreams().iter().map(|u| u.state()).collect();
+    let text = crate::metrics::metrics().exposition(&pools);
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
 }
 
 /// The running config: its file, version (a digest of its text) and when
@@ -285,11 +300,11 @@ fn pools(gateway: &Gateway) -> Value {
                 .pool
                 .targets()
                 .iter()
-                .zip(&upstream.config.targets)
-                .map(|(target, configured)| {
+                .enumerate()
+                .map(|(i, target)| {
                     let (ejected_for, failures) = target.health.ejection(now);
                     json!({
-                        "url": format!("{}://{}", if configured.url.https { "https" } else { "http" }, target.authority),
+                        "url": upstream.target_url(i),
                         "weight": target.weight,
                         "available": target.health.is_available(now),
                         "active_health": if upstream.health_check.is_some() {
@@ -297,6 +312,7 @@ fn pools(gateway: &Gateway) -> Value {
                         } else {
                             Value::Null
                         },
+                        "circuit": target.health.circuit(now).name(),
                         "ejected_for_ms": ejected_for.as_millis() as u64,
                         "failures_in_a_row": failures,
                         "in_flight": target.in_flight(),

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use http::HeaderMap;
 
 use crate::config::{Balance, TargetConfig};
-use health::{Ejection, Health};
+use health::{Ejection, Health, Outcome};
 use ring::Ring;
 use round_robin::RoundRobin;
 
@@ -206,32 +206,42 @@ impl Pool {
         })
     }
 
-    /// Marks a request as sent to `target` until the guard drops.
+    /// Marks a request as sent to `target` until the guard drops; a target
+    /// whose circuit is half-open takes it as its probe.
     pub fn start_request(&self, target: usize) -> InFlight<'_> {
-        self.targets[target].in_flight.fetch_add(1, Relaxed);
+        let target = &self.targets[target];
+        target.in_flight.fetch_add(1, Relaxed);
         InFlight {
-            target: &self.targets[target],
+            probe: target.health.start_request(health::now_ms()),
+            target,
         }
     }
 
-    pub fn record_success(&self, target: usize) {
-        self.targets[target].health.record_success();
+    /// Counts how a request to `target` went; true when that ejected it.
+    pub fn record(&self, target: usize, outcome: Outcome) -> bool {
+        self.targets[target].health.record(outcome, &self.ejection)
     }
 
-    pub fn record_failure(&self, target: usize) {
-        self.targets[target].health.record_failure(self.ejection);
+    /// The pool's outlier rules.
+    pub fn ejection(&self) -> &Ejection {
+        &self.ejection
     }
 }
 
-/// Counts one in-flight request for least_request; decrements on drop.
+/// Counts one in-flight request for least_request, and ends a half-open
+/// probe, when it drops.
 #[derive(Debug)]
 pub struct InFlight<'a> {
     target: &'a Target,
+    probe: bool,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.target.in_flight.fetch_sub(1, Relaxed);
+        if self.probe {
+            self.target.health.end_probe();
+        }
     }
 }
 
@@ -252,6 +262,8 @@ mod tests {
             .collect();
         let ejection = Ejection {
             max_fails: 1,
+            max_5xx: 0,
+            error_rate: None,
             cooldown: Duration::from_secs(60),
         };
         Pool::new(&targets, balance, hash_on, ejection)
@@ -295,12 +307,12 @@ mod tests {
         let headers = HeaderMap::new();
         for balance in [Balance::RoundRobin, Balance::LeastRequest, Balance::Random] {
             let p = pool(&[1, 1, 1], balance, None);
-            p.record_failure(0);
+            p.record(0, Outcome::NoAnswer);
             for _ in 0..30 {
                 let picked = p.pick(&info(&headers), Some(2));
                 assert_eq!(picked, Some(1), "{balance:?}");
             }
-            p.record_failure(1);
+            p.record(1, Outcome::NoAnswer);
             assert_eq!(p.pick(&info(&headers), Some(2)), None, "{balance:?}");
         }
     }

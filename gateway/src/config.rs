@@ -1,12 +1,14 @@
 //! Loading and checking the YAML configuration; every problem names file, line and field.
 
 pub mod access_log;
+pub mod breaker;
 mod duration;
 pub mod key_sets;
 mod model;
 mod size;
 pub mod state;
 pub mod tls;
+pub mod trace;
 mod yaml;
 
 use std::collections::HashSet;
@@ -181,6 +183,9 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
 fn check(config: &Config) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let mut problem = |field: String, message: String| problems.push((field, message));
+    for (field, message) in config.trace.problems() {
+        problem(join_field("trace", &field), message);
+    }
     if let Some(log) = &config.access_log {
         for (field, message) in log.problems() {
             problem(join_field("access_log", &field), message);
@@ -335,6 +340,12 @@ fn check_upstream(at: &str, up: &UpstreamConfig, problem: &mut Report) {
             }
         }
         None => {}
+    }
+    for (field, message) in up.passive_health.problems() {
+        problem(format!("{at}.passive_health.{field}"), message);
+    }
+    for (field, message) in up.circuit_breaker.problems() {
+        problem(format!("{at}.circuit_breaker.{field}"), message);
     }
     match (up.balance, &up.hash_on) {
         (Balance::ConsistentHash, None) => problem(

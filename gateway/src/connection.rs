@@ -48,6 +48,7 @@ pub struct Held {
     _slot: OwnedSemaphorePermit,
     _address: AddressGuard,
     _drain: DrainGuard,
+    _open: crate::metrics::OpenConnection,
 }
 
 impl Listener {
@@ -69,6 +70,7 @@ impl Listener {
             _slot: slot,
             _address: address,
             _drain: drain,
+            _open: crate::metrics::metrics().connection_opened(),
         });
         // A client that sends nothing is closed after the header timeout,
         // before hyper's own timer (which starts once a protocol is known).

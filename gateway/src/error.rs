@@ -24,6 +24,9 @@ pub enum ProxyError {
     },
     #[error("upstream \"{0}\" has no healthy target")]
     NoHealthyTarget(String),
+    /// The pool's `circuit_breaker.max_in_flight` and `max_pending` were full.
+    #[error("upstream \"{0}\" has as many requests in flight and waiting as it takes")]
+    Overloaded(String),
     #[error("upstream \"{upstream}\" target {target} is unavailable: {reason}")]
     UpstreamUnavailable {
         upstream: String,
@@ -72,6 +75,7 @@ impl ProxyError {
             Self::ClientBody { idle: false, .. } => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
             Self::NoHealthyTarget(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_upstream"),
+            Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded"),
             Self::UpstreamUnavailable { .. } => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -96,6 +100,7 @@ impl ProxyError {
             Self::ClientBody { idle: true, .. } => "the request body stalled".into(),
             Self::ClientBody { idle: false, .. } => "the request body could not be read".into(),
             Self::NoHealthyTarget(_) => "the upstream has no healthy target".into(),
+            Self::Overloaded(_) => "the upstream is at its limit of requests; try again".into(),
             Self::UpstreamUnavailable { .. } => "the upstream is unavailable".into(),
             Self::UpstreamTimeout { timeout, .. } => format!(
                 "the upstream did not answer within {}ms",

@@ -11,7 +11,7 @@
 //! while the source is down the last good keys keep serving. Every change
 //! of keys is logged by `kid`, never with key material.
 
-mod fetch;
+pub(crate) mod fetch;
 pub mod load;
 mod refresh;
 pub mod verify;

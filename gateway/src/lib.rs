@@ -16,7 +16,10 @@ pub mod connection;
 pub mod edge;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod observed;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod plugin;
 pub mod proxy;
 pub mod reload;

@@ -219,6 +219,10 @@ fn run(file: PathBuf) -> ExitCode {
 
 async fn serve(file: PathBuf, config: config::Config) -> anyhow::Result<()> {
     let gateway = gateway::Gateway::start(&config).await?;
+    #[cfg(feature = "otlp")]
+    if let Some(otlp) = &config.trace.otlp {
+        gateway::otlp::start(otlp).map_err(|reason| anyhow::anyhow!("trace.otlp: {reason}"))?;
+    }
     let listeners = gateway::bind(&gateway, &config).await?;
     if let Some(admin) = &config.admin {
         let admin_listener = tokio::net::TcpListener::bind(admin.listen)

@@ -18,6 +18,7 @@ use crate::access_log::{BytesIn, Entry, Logged};
 use crate::body::{Body, Streamed};
 use crate::edge::{self, Admitted, Client, forwarded};
 use crate::error::ProxyError;
+use crate::metrics::RouteMetrics;
 use crate::plugin::request_context::RequestHead;
 use crate::plugin::{HookFailure, RequestContext, RequestFlow};
 use crate::routing::{Matched, rewrite};
@@ -58,13 +59,34 @@ pub async fn handle(
             .insert(BytesIn(entry.bytes_in.clone()));
         Box::new(entry)
     });
-    let head_request = request.method() == Method::HEAD;
+    let method = request.method().clone();
+    #[cfg(feature = "otlp")]
+    let span_path =
+        (ids.trace.sampled && crate::otlp::enabled()).then(|| request.uri().path().to_string());
+    let head_request = method == Method::HEAD;
     let http1 = request.version() <= Version::HTTP_11;
     let trail = entry.as_deref_mut();
-    let mut response = match proxy(snapshot, request, client, &ids, trail).await {
+    let mut counted = &snapshot.unrouted;
+    let mut response = match proxy(snapshot, request, client, &ids, trail, &mut counted).await {
         Ok(response) => response,
         Err(error) => error_response(&error, &ids),
     };
+    counted.observe(&method, response.status(), started.elapsed());
+    #[cfg(feature = "otlp")]
+    if let Some(path) = span_path {
+        let now = std::time::SystemTime::now();
+        crate::otlp::record(crate::otlp::Span {
+            trace: ids.trace,
+            method: method.to_string(),
+            path,
+            route: counted.route().map(str::to_string),
+            status: response.status().as_u16(),
+            client: client.ip.to_string(),
+            request_id: ids.request.to_str().unwrap_or("").to_string(),
+            started: now.checked_sub(started.elapsed()).unwrap_or(now),
+            ended: now,
+        });
+    }
     frame(&mut response, head_request);
     if http1
         && client.framing.as_ref().is_some_and(|f| f.lost())
@@ -80,7 +102,12 @@ pub async fn handle(
         None => response.map(Either::Left),
         Some(mut entry) => {
             entry.status = response.status().as_u16();
-            response.map(|body| Either::Right(Logged::new(body, entry)))
+            let bodiless = head_request
+                || matches!(
+                    response.status(),
+                    StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+                );
+            response.map(|body| Either::Right(Logged::new(body, entry, bodiless)))
         }
     }
 }
@@ -135,13 +162,15 @@ fn error_response(error: &ProxyError, ids: &Ids) -> Response<Body> {
     response
 }
 
-/// The pipeline itself.
-async fn proxy(
-    snapshot: &Snapshot,
+/// The pipeline itself. `counted` is set to the metrics of the route the
+/// request matched.
+async fn proxy<'s>(
+    snapshot: &'s Snapshot,
     request: Request<Incoming>,
     client: &Client,
     ids: &Ids,
     mut trail: Option<&mut Entry>,
+    counted: &mut &'s RouteMetrics,
 ) -> Result<Response<Body>, ProxyError> {
     let request_id = &ids.request;
     let Admitted { request, host } = edge::admit(request, client).await?;
@@ -160,6 +189,7 @@ async fn proxy(
             path: request.uri().path().to_string(),
         })?;
     let route = matched.route;
+    *counted = &route.metrics;
     let upstream = snapshot.upstream(route.upstream)?;
     if let Some(entry) = trail.as_deref_mut() {
         entry.route = Some(route.name.clone());
@@ -260,7 +290,13 @@ impl Target<'_> {
             .upstream
             .forward(outgoing, self.client.ip, timeout, &mut answered)
             .await;
-        if let (Some(entry), Some(sent)) = (trail, sent) {
+        let nothing_sent = matches!(
+            forwarded,
+            Err(ProxyError::NoHealthyTarget(_) | ProxyError::Overloaded(_))
+        );
+        if let (Some(entry), Some(sent)) = (trail, sent)
+            && !nothing_sent
+        {
             entry.upstream_time = Some(sent.elapsed());
             entry.target = answered.and_then(|i| self.upstream.target_url(i));
         }

@@ -228,6 +228,7 @@ async fn run(
             }
         }
         let record = gateway.reloads.record(&trigger, started, result);
+        crate::metrics::metrics().reloaded(record.ok);
         for reply in replies {
             let _ = reply.send(record.clone());
         }

@@ -43,6 +43,8 @@ pub struct Route {
     pub upstream: usize,
     pub timeout: Option<Duration>,
     pub plugins: Chain,
+    /// Its request counters and latency histogram.
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 impl Route {
@@ -76,6 +78,7 @@ impl Route {
             upstream,
             timeout: config.timeout.map(|t| t.0),
             plugins,
+            metrics: crate::metrics::RouteMetrics::new(&config.name),
         }
     }
 

@@ -44,6 +44,8 @@ struct ListenerSettings {
     server: ServerConfig,
     /// Where the access log goes (its `sample` applies on reload).
     access_log: Option<(String, crate::config::access_log::LogFormat)>,
+    /// Where spans are exported.
+    trace: crate::config::trace::TraceConfig,
 }
 
 impl ListenerSettings {
@@ -53,6 +55,7 @@ impl ListenerSettings {
             admin: config.admin.clone(),
             server: config.server.clone(),
             access_log: Self::access_log_of(config),
+            trace: config.trace.clone(),
         }
     }
 
@@ -127,8 +130,11 @@ impl ListenerSettings {
         }
         if config.admin != self.admin {
             warnings.push(
-                "admin changed; the admin API keeps its address until the gateway restarts".into(),
+                "admin changed; the admin API keeps its address and token until the gateway restarts".into(),
             );
+        }
+        if config.trace != self.trace {
+            warnings.push("trace changed; span export changes when the gateway restarts".into());
         }
         if Self::access_log_of(config) != self.access_log {
             warnings.push(

@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub source: Source,
     /// The share of requests written to the access log; `None` when off.
     pub access_sample: Option<f64>,
+    /// The metrics of requests that matched no route.
+    pub unrouted: crate::metrics::RouteMetrics,
 }
 
 /// The config file a snapshot was built from, its version (a digest of its
@@ -134,6 +136,7 @@ impl Snapshot {
             plugins: built.plugins,
             warnings: built.warnings,
             access_sample: config.access_log.as_ref().map(|log| log.sample),
+            unrouted: crate::metrics::RouteMetrics::new(crate::metrics::UNROUTED),
             source: Source {
                 file: config.origin.file.clone(),
                 version: config.origin.version.clone(),

@@ -7,12 +7,13 @@ mod memory;
 mod redis;
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use gcra::{Budget, Decision, Limit};
 
 use crate::config::state::StateConfig;
+use crate::metrics::RateLimitMetrics;
 
 /// Most limits one decision may take.
 pub const MAX_LIMITS: usize = 16;
@@ -49,12 +50,10 @@ impl std::fmt::Debug for StateStore {
     }
 }
 
-/// Counts for the admin API, and the pacing of the failure warning.
-#[derive(Default)]
+/// Counts for the admin API and `/metrics`, and the pacing of the failure
+/// warning.
 struct Stats {
-    decisions: AtomicU64,
-    refused: AtomicU64,
-    failures: AtomicU64,
+    counted: RateLimitMetrics,
     warned: Mutex<Option<(Instant, u64)>>,
     /// The last decision failed: the next that succeeds says so.
     failing: AtomicBool,
@@ -84,7 +83,11 @@ impl StateStore {
         Ok(Self {
             config: config.clone(),
             backend,
-            stats: Stats::default(),
+            stats: Stats {
+                counted: crate::metrics::metrics().rate_limits(config.backend()),
+                warned: Mutex::new(None),
+                failing: AtomicBool::new(false),
+            },
         })
     }
 
@@ -107,14 +110,14 @@ impl StateStore {
             Backend::Memory(store) => Ok(store.check(namespace, limits)),
             Backend::Redis(store) => store.check(namespace, limits).await,
         };
-        self.stats.decisions.fetch_add(1, Ordering::Relaxed);
         match &result {
-            Ok(decision) if !decision.allowed => {
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            Ok(decision) if decision.allowed => self.stats.counted.allowed.inc(),
+            Ok(_) => self.stats.counted.limited.inc(),
+            Err(error) => {
+                self.failed(error);
+                0
             }
-            Ok(_) => {}
-            Err(error) => self.failed(error),
-        }
+        };
         if result.is_ok() && self.stats.failing.swap(false, Ordering::Relaxed) {
             tracing::info!(
                 backend = self.config.backend(),
@@ -126,7 +129,7 @@ impl StateStore {
 
     /// Counts a failure and warns, at most once per `WARN_EVERY`.
     fn failed(&self, error: &StateError) {
-        let total = self.stats.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.stats.counted.errors.inc() + 1;
         self.stats.failing.store(true, Ordering::Relaxed);
         let Ok(mut warned) = self.stats.warned.lock() else {
             return;
@@ -149,11 +152,12 @@ impl StateStore {
             Backend::Memory(store) => Some(store.len()),
             Backend::Redis(_) => None,
         };
+        let counted = &self.stats.counted;
         let mut status = serde_json::json!({
             "backend": self.config.backend(),
-            "decisions": self.stats.decisions.load(Ordering::Relaxed),
-            "refused": self.stats.refused.load(Ordering::Relaxed),
-            "failures": self.stats.failures.load(Ordering::Relaxed),
+            "decisions": counted.allowed.get() + counted.limited.get() + counted.errors.get(),
+            "refused": counted.limited.get(),
+            "failures": counted.errors.get(),
         });
         if let (Some(keys), Some(map)) = (keys, status.as_object_mut()) {
             map.insert("keys".into(), keys.into());

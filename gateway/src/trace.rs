@@ -19,8 +19,8 @@ pub struct TraceContext {
     /// The gateway's own span: the parent the upstream sees.
     pub span_id: [u8; 8],
     pub sampled: bool,
-    /// The client sent a valid `traceparent` that this continues.
-    pub continued: bool,
+    /// The client's span, when its valid `traceparent` is continued.
+    pub parent_id: Option<[u8; 8]>,
 }
 
 impl TraceContext {
@@ -32,18 +32,18 @@ impl TraceContext {
             .get(&TRACEPARENT)
             .and_then(|value| parse(value.as_bytes()));
         let context = match parent {
-            Some((trace_id, sampled)) => Self {
+            Some((trace_id, parent_id, sampled)) => Self {
                 trace_id,
                 span_id: new_span_id(),
                 sampled,
-                continued: true,
+                parent_id: Some(parent_id),
             },
             None => Self {
                 trace_id: new_trace_id(),
                 span_id: new_span_id(),
                 // A trace the gateway starts is recorded downstream by default.
                 sampled: true,
-                continued: false,
+                parent_id: None,
             },
         };
         // Several `tracestate` lines are one list; kept only with the
@@ -55,7 +55,7 @@ impl TraceContext {
             .collect();
         let joined = (state.len() > 1).then(|| state.join(&b","[..]));
         let length = state.iter().map(|s| s.len() + 1).sum::<usize>();
-        if !context.continued || length > MAX_TRACESTATE + 1 {
+        if context.parent_id.is_none() || length > MAX_TRACESTATE + 1 {
             headers.remove(&TRACESTATE);
         } else if let Some(joined) = joined
             && let Ok(value) = HeaderValue::from_bytes(&joined)
@@ -83,10 +83,10 @@ impl TraceContext {
     }
 }
 
-/// A valid `traceparent`'s trace id and sampled flag. Version `00` is read
+/// A valid `traceparent`'s trace id, parent id and sampled flag. Version `00` is read
 /// exactly; a later version by its first four fields (as the spec asks);
 /// `ff`, all-zero ids, upper-case hex and wrong lengths are invalid.
-fn parse(value: &[u8]) -> Option<([u8; 16], bool)> {
+fn parse(value: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
     let text = std::str::from_utf8(value).ok()?.trim();
     let mut fields = text.split('-');
     let version = fields.next()?;
@@ -106,7 +106,7 @@ fn parse(value: &[u8]) -> Option<([u8; 16], bool)> {
     if trace_id == [0; 16] || parent_id == [0; 8] {
         return None;
     }
-    Some((trace_id, flags[0] & 1 == 1))
+    Some((trace_id, parent_id, flags[0] & 1 == 1))
 }
 
 fn is_lower_hex(text: &str) -> bool {
@@ -125,7 +125,7 @@ fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
@@ -165,7 +165,7 @@ mod tests {
     fn a_clients_trace_is_continued_as_a_span_of_the_gateways() {
         let mut h = headers(&[("traceparent", CLIENT), ("tracestate", "vendor=abc")]);
         let context = TraceContext::propagate(&mut h);
-        assert!(context.continued && context.sampled);
+        assert!(context.parent_id.is_some() && context.sampled);
         assert_eq!(context.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let sent = h["traceparent"].to_str().expect("text");
         assert!(
@@ -196,18 +196,18 @@ mod tests {
         ] {
             let mut h = headers(&[("traceparent", bad), ("tracestate", "vendor=abc")]);
             let context = TraceContext::propagate(&mut h);
-            assert!(!context.continued, "{bad:?}");
+            assert!(context.parent_id.is_none(), "{bad:?}");
             assert_ne!(context.trace_id, [0; 16]);
             assert!(!h.contains_key("tracestate"), "no state without its parent");
             assert_eq!(h["traceparent"].len(), 55);
         }
         let mut none = HeaderMap::new();
         let started = TraceContext::propagate(&mut none);
-        assert!(!started.continued && started.sampled);
+        assert!(started.parent_id.is_none() && started.sampled);
         assert_eq!(none["traceparent"], started.traceparent());
         // A later version is read by its first four fields.
         let mut future = headers(&[("traceparent", &format!("01{}-more", &CLIENT[2..]))]);
-        assert!(TraceContext::propagate(&mut future).continued);
+        assert!(TraceContext::propagate(&mut future).parent_id.is_some());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! An upstream pool as the proxy uses it: balancer, pooled client, timeouts,
 //! and the retry rule for a failed attempt.
 
+mod breaker;
 pub mod headers;
 mod health_check;
 mod pool;
@@ -14,13 +15,15 @@ use http_body::Body as _;
 use http_body_util::Either;
 use hyper::body::Incoming;
 
-use crate::balance::health::Ejection;
+use crate::balance::health::{Circuit, Ejection, ErrorRate, Outcome};
 use crate::balance::{Pool, RequestInfo};
 use crate::body;
 use crate::body::Body;
 use crate::config::{HealthCheckConfig, UpstreamConfig};
 use crate::error::ProxyError;
+use crate::metrics::{PoolState, TargetMetrics, TargetState};
 
+use breaker::Breaker;
 pub use health_check::spawn_health_checks;
 use pool::{ConnectionPool, TargetAddress};
 
@@ -41,6 +44,10 @@ pub struct Upstream {
     /// How https targets are reached, as loaded from its files.
     pub origin: Option<crate::tls::origin::Origin>,
     health_checks_started: AtomicBool,
+    /// Places in flight, the line for them, and the retry budget.
+    breaker: Breaker,
+    /// Per target, in the pool's order.
+    metrics: Vec<TargetMetrics>,
 }
 
 /// How one attempt failed, which decides the status and whether to retry.
@@ -65,9 +72,16 @@ impl Upstream {
         config: &UpstreamConfig,
         origin: Option<crate::tls::origin::Origin>,
     ) -> Result<Self, String> {
+        let rules = &config.passive_health;
         let ejection = Ejection {
-            max_fails: config.passive_health.max_fails,
-            cooldown: config.passive_health.cooldown.0,
+            max_fails: rules.max_fails,
+            max_5xx: rules.max_5xx,
+            error_rate: rules.error_rate.as_ref().map(|rate| ErrorRate {
+                threshold: rate.threshold,
+                window: rate.window.0,
+                min_requests: rate.min_requests,
+            }),
+            cooldown: rules.cooldown.0,
         };
         let pool = Pool::new(
             &config.targets,
@@ -90,6 +104,11 @@ impl Upstream {
             config.keepalive.idle_timeout.0,
             config.keepalive.max_idle_per_target,
         )?;
+        let metrics = config
+            .targets
+            .iter()
+            .map(|t| TargetMetrics::new(name, &target_url(t)))
+            .collect();
         Ok(Self {
             name: name.into(),
             connections: std::sync::Arc::new(connections),
@@ -102,6 +121,8 @@ impl Upstream {
             config: config.clone(),
             origin,
             health_checks_started: AtomicBool::new(false),
+            breaker: Breaker::new(&config.circuit_breaker),
+            metrics,
         })
     }
 
@@ -129,13 +150,31 @@ impl Upstream {
 
     /// The URL of target `index`, as configured.
     pub fn target_url(&self, index: usize) -> Option<String> {
-        self.config.targets.get(index).map(|t| {
-            format!(
-                "{}://{}",
-                if t.url.https { "https" } else { "http" },
-                t.url.authority
-            )
-        })
+        self.config.targets.get(index).map(target_url)
+    }
+
+    /// Its targets' health and load, as `/metrics` shows them.
+    pub fn state(&self) -> PoolState {
+        let now = crate::balance::health::now_ms();
+        PoolState {
+            upstream: self.name.to_string(),
+            targets: self
+                .pool
+                .targets()
+                .iter()
+                .zip(&self.config.targets)
+                .map(|(target, configured)| TargetState {
+                    url: target_url(configured),
+                    available: target.health.is_available(now),
+                    in_flight: target.in_flight(),
+                    circuit: match target.health.circuit(now) {
+                        Circuit::Closed => 0,
+                        Circuit::Open => 1,
+                        Circuit::HalfOpen => 2,
+                    },
+                })
+                .collect(),
+        }
     }
 
     /// `forward` for a plugin's outbound call: a timeout shorter than the
@@ -161,11 +200,21 @@ impl Upstream {
         timeout_counts: bool,
         answered: &mut Option<usize>,
     ) -> Result<Response<Incoming>, ProxyError> {
+        let place = self
+            .breaker
+            .admit(timeout)
+            .await
+            .map_err(|_| self.overloaded())?;
+        let timeout = timeout.saturating_sub(place.waited);
         let info = RequestInfo {
             headers: request.headers(),
             client_ip,
         };
         let first = self.pick(&info, None)?;
+        if self.pool.targets().len() > 1 {
+            // Only a pool with somewhere else to go retries.
+            self.breaker.sent();
+        }
         let second_try = retryable(&request, self).then(|| bodiless_copy(&request));
         let error = match self
             .send_within(first, request, timeout, timeout_counts)
@@ -188,6 +237,12 @@ impl Upstream {
         let Some(second) = self.pool.pick(&info, Some(first)) else {
             return Err(self.error_for(first, error));
         };
+        let within_budget = self.breaker.may_retry();
+        crate::metrics::metrics().retry(&self.name, within_budget);
+        if !within_budget {
+            tracing::debug!(upstream = %self.name, ?error, "not retried: over the retry budget");
+            return Err(self.error_for(first, error));
+        }
         tracing::debug!(upstream = %self.name, ?error, "retrying on another target");
         let response = self
             .send_within(second, again, timeout, timeout_counts)
@@ -195,6 +250,11 @@ impl Upstream {
             .map_err(|e| self.error_for(second, e))?;
         *answered = Some(second);
         Ok(response)
+    }
+
+    fn overloaded(&self) -> ProxyError {
+        crate::metrics::metrics().overloaded(&self.name);
+        ProxyError::Overloaded(self.name.to_string())
     }
 
     /// Sends one attempt to `target` and waits for the response head.
@@ -218,6 +278,7 @@ impl Upstream {
         timeout_counts: bool,
     ) -> Result<Response<Incoming>, AttemptError> {
         let _in_flight = self.pool.start_request(target);
+        let started = std::time::Instant::now();
         let mut request = request;
         let body_sent = match request.body_mut() {
             Either::Left(streamed) => Some(streamed.track()),
@@ -233,12 +294,36 @@ impl Upstream {
         // target was waiting on the client's body (a trickled upload). A
         // refused connect, or a target that stopped reading, still counts.
         let client_behind = body_sent.is_some_and(|sent| sent.waiting_on_peer());
-        match &result {
-            Ok(_) => self.pool.record_success(target),
-            Err(AttemptError::ClientBody { .. }) => {}
-            Err(AttemptError::Timeout(_) | AttemptError::Broken(_)) if client_behind => {}
-            Err(AttemptError::Timeout(_)) if !timeout_counts => {}
-            Err(_) => self.pool.record_failure(target),
+        let outcome = match &result {
+            Ok(response) => {
+                self.metrics[target].answered(started.elapsed());
+                if response.status().is_server_error() && self.pool.ejection().counts_5xx() {
+                    Some(Outcome::ServerError)
+                } else {
+                    Some(Outcome::Answered)
+                }
+            }
+            Err(error) => {
+                self.metrics[target].failed(error.kind());
+                match error {
+                    AttemptError::ClientBody { .. } => None,
+                    AttemptError::Timeout(_) | AttemptError::Broken(_) if client_behind => None,
+                    AttemptError::Timeout(_) if !timeout_counts => None,
+                    _ => Some(Outcome::NoAnswer),
+                }
+            }
+        };
+        if let Some(outcome) = outcome
+            && self.pool.record(target, outcome)
+        {
+            self.metrics[target].ejected();
+            tracing::warn!(
+                upstream = %self.name,
+                target = %self.pool.targets()[target].authority,
+                cooldown_ms = self.pool.ejection().cooldown.as_millis() as u64,
+                ?outcome,
+                "target ejected; after the cool-down one probe request decides its return"
+            );
         }
         result
     }
@@ -293,6 +378,26 @@ impl Upstream {
             }
         }
     }
+}
+
+impl AttemptError {
+    /// The `reason` label of `gateway_upstream_failures_total`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connect",
+            Self::Broken(_) => "broken",
+            Self::Timeout(_) => "timeout",
+            Self::ClientBody { .. } => "client_body",
+        }
+    }
+}
+
+fn target_url(target: &crate::config::TargetConfig) -> String {
+    format!(
+        "{}://{}",
+        if target.url.https { "https" } else { "http" },
+        target.url.authority
+    )
 }
 
 fn retryable(request: &Request<Body>, upstream: &Upstream) -> bool {

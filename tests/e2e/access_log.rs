@@ -182,3 +182,61 @@ async fn a_client_that_leaves_before_the_answer_is_logged_as_499() {
     assert_eq!(line["completed"], false);
     assert_eq!(line["path"], "/slow");
 }
+
+#[tokio::test]
+async fn a_head_answer_is_complete_and_a_request_never_sent_has_no_upstream_time() {
+    let svc = Backend::start("svc").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_url = format!("http://{}", dead.local_addr().expect("addr"));
+    drop(dead);
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("access.log");
+    let gw = Gateway::start(&format!(
+        "access_log: {{ to: \"{}\" }}\nupstreams:\n{}  dead:\n    passive_health: {{ max_fails: 1 }}\n    targets: [{{ url: \"{dead_url}\" }}]\nroutes:\n  - {{ name: down, match: {{ path_prefix: /down }}, upstream: dead }}\n  - {{ name: all, upstream: svc }}\n",
+        file.display(),
+        upstream("svc", &[&svc], "")
+    ));
+    let head = Request::head(gw.url("/"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    assert_eq!(send(head).await.status, 200);
+    // Tried and refused (502), then ejected: never sent (503).
+    assert_eq!(crate::support::get(&gw.url("/down")).await.status, 502);
+    assert_eq!(crate::support::get(&gw.url("/down")).await.status, 503);
+    let lines = lines(&file, 3).await;
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(parsed[0]["method"], "HEAD");
+    assert_eq!(parsed[0]["completed"], true, "{}", lines[0]);
+    assert_eq!(parsed[1]["status"], 502);
+    assert!(parsed[1]["upstream_ms"].is_number(), "{}", lines[1]);
+    assert_eq!(parsed[2]["status"], 503);
+    assert!(parsed[2].get("upstream_ms").is_none(), "{}", lines[2]);
+}
+
+#[tokio::test]
+async fn text_lines_quote_what_a_client_shaped_to_look_like_fields() {
+    let svc = Backend::start("svc").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("access.log");
+    let gw = Gateway::start(&format!(
+        "access_log: {{ to: \"{}\", format: text }}\nupstreams:\n{}routes:\n  - {{ name: all, upstream: svc }}\n",
+        file.display(),
+        upstream("svc", &[&svc], "")
+    ));
+    let forged = Request::get(gw.url("/"))
+        .header("x-request-id", "a status=500 route=\"admin\"")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    assert_eq!(send(forged).await.status, 200);
+    let lines = lines(&file, 1).await;
+    let line = &lines[0];
+    assert!(
+        line.contains(r#"request_id="a status=500 route=\"admin\"""#),
+        "{line}"
+    );
+    assert!(line.contains(" status=200 "), "{line}");
+    assert!(line.contains(" route=all "), "{line}");
+}

@@ -11,12 +11,16 @@ mod attacks;
 mod auth;
 mod bad_input;
 mod balancing;
+mod breaker;
 mod cli;
 mod cors;
 mod deadlines;
 mod grants;
 mod health;
 mod held;
+mod metrics;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod plugin_context;
 mod plugins;
 mod protocols;

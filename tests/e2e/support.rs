@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod client;
 pub mod gateway;
+pub mod metrics;
 pub mod plugins;
 pub mod redis;
 pub mod tls;
@@ -11,6 +12,7 @@ pub mod tokens;
 pub use backend::Backend;
 pub use client::{get, raw, send};
 pub use gateway::Gateway;
+pub use metrics::Metrics;
 pub use plugins::PluginDir;
 pub use redis::{Redis, SlowProxy};
 

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::tls::{Issued, KeyType, Pki, TlsConnection};
-use crate::support::{Backend, Gateway, PluginDir, upstream};
+use crate::support::{Backend, Gateway, Metrics, PluginDir, upstream};
 
 /// `listen:` with a plain listener then a TLS one serving `certificates`.
 fn listen(certificates: &[&Issued], extra: &str) -> String {
@@ -462,7 +462,11 @@ async fn a_client_that_does_not_finish_its_handshake_is_closed() {
         "listen:\n  - address: 127.0.0.1:0\n    tls: {{ certificates: [{}], handshake_timeout: 300ms }}\n",
         cert.yaml()
     );
-    let gw = Gateway::start_listening(&listen, 1, &routes(&svc));
+    let gw = Gateway::start_listening(
+        &listen,
+        1,
+        &format!("admin: {{ listen: 127.0.0.1:0 }}\n{}", routes(&svc)),
+    );
     let addr = gw.listeners[0]
         .trim_start_matches("https://")
         .parse()
@@ -493,6 +497,11 @@ async fn a_client_that_does_not_finish_its_handshake_is_closed() {
         fine.get("api.test", "/").await.expect("request").status,
         200
     );
+    // Both handshakes are counted, by how they ended.
+    let metrics = Metrics::scrape(&gw).await;
+    let handshakes = |result| metrics.value("gateway_tls_handshakes_total", &[("result", result)]);
+    assert_eq!(handshakes("timeout"), 1.0, "{}", metrics.text);
+    assert_eq!(handshakes("ok"), 1.0);
 }
 
 #[tokio::test]

@@ -57,7 +57,7 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "lisen: 0.0.0.0:80\n",
-            "FILE:1: lisen: unknown field `lisen`, expected one of `listen`, `admin`, `plugins`, `server`, `reload`, `upstreams`, `routes`, `key_sets`, `state`, `access_log`\n",
+            "FILE:1: lisen: unknown field `lisen`, expected one of `listen`, `admin`, `plugins`, `server`, `reload`, `upstreams`, `routes`, `key_sets`, `state`, `access_log`, `trace`\n",
         ),
         (
             &format!("{POOL}routes:\n  - name: a\n    upstream: users\n    timeout: 5\n"),
@@ -104,6 +104,10 @@ fn broken_files_get_exact_messages() {
         (
             "upstreams:\n  u:\n    targets: [{ url: \"http://127.0.0.1:1\" }]\n    health_check: { path: healthz }\nroutes:\n  - { name: a, upstream: u }\n  - { name: a, upstream: u }\n",
             "FILE:4: upstreams.u.health_check.path: must start with `/`\nFILE:7: routes[1].name: another route is already named \"a\"\n",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"http://127.0.0.1:1\" }]\n    passive_health: { error_rate: { threshold: 2 } }\n    circuit_breaker: { max_pending: 5 }\n",
+            "FILE:4: upstreams.u.passive_health.error_rate.threshold: a share of requests, more than 0 and at most 1 (0.5 for half), not 2\nFILE:5: upstreams.u.circuit_breaker.max_pending: requests only wait for a place when max_in_flight is set\n",
         ),
         (
             "upstreams:\n  u:\n    targets: [{ url: \"http://127.0.0.1:1\" }]\n    password: ${GATEWAY_TEST_UNSET_VARIABLE}\n",

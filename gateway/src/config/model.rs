@@ -42,6 +42,9 @@ pub struct Config {
     /// One line per request (off when absent).
     #[serde(default)]
     pub access_log: Option<super::access_log::AccessLogConfig>,
+    /// Span export (`trace.otlp`, with the `otlp` cargo feature).
+    #[serde(default)]
+    pub trace: super::trace::TraceConfig,
     /// Where this config came from, for errors found after parsing.
     #[serde(skip)]
     pub origin: Origin,
@@ -285,7 +288,9 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
     #[serde(default)]
-    pub passive_health: PassiveHealthConfig,
+    pub passive_health: super::breaker::PassiveHealthConfig,
+    #[serde(default)]
+    pub circuit_breaker: super::breaker::CircuitBreakerConfig,
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
     /// Send the client's Host to the target (true) or the target's own authority (false).
@@ -374,24 +379,6 @@ fn default_healthy_after() -> u32 {
 }
 fn default_unhealthy_after() -> u32 {
     3
-}
-
-/// Eject a target after `max_fails` failures in a row, for `cooldown`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PassiveHealthConfig {
-    /// 0 turns passive ejection off.
-    pub max_fails: u32,
-    pub cooldown: HumanDuration,
-}
-
-impl Default for PassiveHealthConfig {
-    fn default() -> Self {
-        Self {
-            max_fails: 3,
-            cooldown: HumanDuration(std::time::Duration::from_secs(10)),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -141,6 +141,21 @@ fn client(
     ca_file: Option<&Path>,
     connect_timeout: Duration,
 ) -> Result<Client<HttpsConnector<HttpConnector>, Empty<Bytes>>, String> {
+    outbound_client(url.is_https(), ca_file, connect_timeout)
+}
+
+/// A client for the gateway's own calls (key sets, trace export): HTTPS
+/// only when `https_only`, checked against `ca_file`'s authorities or the
+/// web's (webpki-roots, Mozilla's list).
+pub(crate) fn outbound_client<B>(
+    https_only: bool,
+    ca_file: Option<&Path>,
+    connect_timeout: Duration,
+) -> Result<Client<HttpsConnector<HttpConnector>, B>, String>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(file) => {
@@ -172,7 +187,7 @@ fn client(
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
-    let connector = if url.is_https() {
+    let connector = if https_only {
         builder.https_only().enable_http1().wrap_connector(http)
     } else {
         builder.https_or_http().enable_http1().wrap_connector(http)

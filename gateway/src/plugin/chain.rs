@@ -29,6 +29,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HeaderMap};
@@ -45,6 +46,7 @@ use super::services::Granted;
 use crate::body::{self, Body, BufferError};
 use crate::config::{PluginLimits, PluginLimitsOverride};
 use crate::error::ProxyError;
+use crate::metrics::{Hook, HookMetrics};
 use crate::upstream::headers::remove_hop_by_hop;
 
 /// Idle instances kept per chain entry; more are created under load and
@@ -66,6 +68,8 @@ pub struct ChainEntry {
     response_hook: AtomicBool,
     /// Its snapshot was replaced: instances are no longer kept idle.
     retired: AtomicBool,
+    /// Hook latency and failures, by this plugin and route.
+    metrics: HookMetrics,
 }
 
 impl ChainEntry {
@@ -81,6 +85,7 @@ impl ChainEntry {
         let route: Arc<str> = route.into();
         let mut first = Instance::new(&plugin, &route, limits, granted.clone()).await?;
         let capabilities = first.init(&config).await?;
+        let metrics = HookMetrics::new(&plugin.name, &route);
         Ok(Self {
             plugin,
             route,
@@ -92,6 +97,7 @@ impl ChainEntry {
             request_hook: AtomicBool::new(true),
             response_hook: AtomicBool::new(true),
             retired: AtomicBool::new(false),
+            metrics,
         })
     }
 
@@ -100,11 +106,11 @@ impl ChainEntry {
     }
 
     /// An idle instance, or a new one when all are busy.
-    async fn checkout(&self) -> Result<Instance, ProxyError> {
+    async fn checkout(&self) -> Result<Instance, PluginError> {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         match idle {
             Some(instance) => Ok(instance),
-            None => self.new_instance().await.map_err(|e| self.error(e)),
+            None => self.new_instance().await,
         }
     }
 
@@ -127,22 +133,38 @@ impl ChainEntry {
     /// that is not valid HTTP fails the request here.
     async fn run<R, T>(
         &self,
+        which: Hook,
         exchange: &mut Exchange,
         hook: impl AsyncFnOnce(&mut Instance, &mut Exchange) -> Result<R, PluginError>,
         output: impl FnOnce(R) -> Result<T, PluginError>,
     ) -> Result<T, ProxyError> {
-        let mut instance = self.checkout().await?;
-        let result = hook(&mut instance, exchange)
-            .await
-            .map_err(|e| self.error(e))?;
+        let mut instance = self.checkout().await.map_err(|e| self.failed(which, e))?;
+        let started = Instant::now();
+        let result = hook(&mut instance, exchange).await;
+        self.metrics.ran(which, started.elapsed());
+        let result = result.map_err(|e| self.failed(which, e))?;
         // An instance whose output is not valid HTTP (an edit, or the answer
         // it returned) is dropped with whatever state led it there.
         if let Some(what) = exchange.invalid.take() {
-            return Err(self.error(PluginError::BadOutput(what)));
+            return Err(self.failed(which, PluginError::BadOutput(what)));
         }
-        let output = output(result).map_err(|e| self.error(e))?;
+        let output = output(result).map_err(|e| self.failed(which, e))?;
         self.checkin(instance);
         Ok(output)
+    }
+
+    /// Counts a failed call by its reason, and makes it the client's error.
+    fn failed(&self, which: Hook, error: PluginError) -> ProxyError {
+        let reason = match &error {
+            PluginError::Deadline(_) => "deadline",
+            PluginError::WallDeadline(_) => "wall_deadline",
+            PluginError::Memory(_) => "memory",
+            PluginError::Trap(_) => "trap",
+            PluginError::BadOutput(_) => "bad_output",
+            _ => "error",
+        };
+        self.metrics.failed(which, reason);
+        self.error(error)
     }
 
     /// Stops calling, on this route, a hook the plugin said it does not
@@ -381,14 +403,19 @@ impl Chain {
             exchange.body_visible = entry.capabilities.request_body;
             let failed = |error| HookFailure { error, ran: index };
             let answer = entry
-                .run(exchange, Instance::on_request, |action| match action {
-                    bindings::RequestAction::Continue => Ok(None),
-                    bindings::RequestAction::NotImplemented => {
-                        ChainEntry::skip_hook(&entry.request_hook, &entry.plugin.request_hook);
-                        Ok(None)
-                    }
-                    bindings::RequestAction::Respond(answer) => http_response(answer).map(Some),
-                })
+                .run(
+                    Hook::Request,
+                    exchange,
+                    Instance::on_request,
+                    |action| match action {
+                        bindings::RequestAction::Continue => Ok(None),
+                        bindings::RequestAction::NotImplemented => {
+                            ChainEntry::skip_hook(&entry.request_hook, &entry.plugin.request_hook);
+                            Ok(None)
+                        }
+                        bindings::RequestAction::Respond(answer) => http_response(answer).map(Some),
+                    },
+                )
                 .await
                 .map_err(failed)?;
             if let Some(response) = answer {
@@ -451,7 +478,9 @@ impl Chain {
                 continue;
             }
             exchange.body_visible = entry.capabilities.response_body;
-            let action = entry.run(exchange, Instance::on_response, Ok).await?;
+            let action = entry
+                .run(Hook::Response, exchange, Instance::on_response, Ok)
+                .await?;
             if let bindings::ResponseAction::NotImplemented = action {
                 ChainEntry::skip_hook(&entry.response_hook, &entry.plugin.response_hook);
             }

@@ -61,13 +61,21 @@ impl Acceptor {
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let handshake = self.acceptor.accept(io);
+        let metrics = crate::metrics::metrics();
         match tokio::time::timeout(self.handshake_timeout, handshake).await {
-            Err(_) => Err(format!(
-                "no TLS handshake within {}ms",
-                self.handshake_timeout.as_millis()
-            )),
-            Ok(Err(error)) => Err(format!("TLS handshake failed: {error}")),
+            Err(_) => {
+                metrics.tls_handshake("timeout");
+                Err(format!(
+                    "no TLS handshake within {}ms",
+                    self.handshake_timeout.as_millis()
+                ))
+            }
+            Ok(Err(error)) => {
+                metrics.tls_handshake("failed");
+                Err(format!("TLS handshake failed: {error}"))
+            }
             Ok(Ok(stream)) => {
+                metrics.tls_handshake("ok");
                 let session = Session::of(stream.get_ref().1);
                 Ok((stream, session))
             }
