@@ -58,14 +58,14 @@ impl Drop for Entry {
 }
 
 /// Longest path written (a client's path may be as long as its whole head).
-const MAX_PATH: usize = 2048;
+pub const MAX_PATH: usize = 2048;
 
 /// Lines waiting for the writer thread at most; past it lines are dropped
 /// rather than held (a stalled disk must not grow the gateway's memory).
 const MAX_QUEUED_LINES: usize = 8192;
 
 /// `text` cut to at most `max` bytes, at a character boundary.
-fn shortened(text: &str, max: usize) -> &str {
+pub fn shortened(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
@@ -207,23 +207,32 @@ where
 }
 
 /// One `name=value` of a text line; a value a client could have shaped to
-/// look like more fields (spaces, quotes, `=`, control characters) is
-/// quoted and escaped.
+/// look like more fields or to mislead a terminal (spaces, quotes, `=`,
+/// control or non-ASCII characters) is quoted, escaped as Rust would.
 fn text_field(
     writer: &mut tracing_subscriber::fmt::format::Writer<'_>,
     field: &tracing::field::Field,
     value: &dyn std::fmt::Debug,
 ) -> std::fmt::Result {
     let text = format!("{value:?}");
-    if text.is_empty()
-        || text
+    let plain = !text.is_empty()
+        && text
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '=')
-    {
-        write!(writer, "{}={text:?}", field.name())
-    } else {
-        write!(writer, "{}={text}", field.name())
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '=');
+    if plain {
+        return write!(writer, "{}={text}", field.name());
     }
+    write!(writer, "{}=\"", field.name())?;
+    for c in text.chars() {
+        match c {
+            '"' => writer.write_str("\\\"")?,
+            '\\' => writer.write_str("\\\\")?,
+            ' ' => writer.write_char(' ')?,
+            c if c.is_ascii_graphic() => writer.write_char(c)?,
+            c => write!(writer, "{}", c.escape_unicode())?,
+        }
+    }
+    writer.write_char('"')
 }
 
 /// The layer writing access lines to `config.to` (relative to `base`), and

@@ -217,9 +217,12 @@ impl Pool {
         }
     }
 
-    /// Counts how a request to `target` went; true when that ejected it.
-    pub fn record(&self, target: usize, outcome: Outcome) -> bool {
-        self.targets[target].health.record(outcome, &self.ejection)
+    /// Counts how a request to `target` went (`probe`: it was the target's
+    /// half-open probe); true when that ejected it.
+    pub fn record(&self, target: usize, outcome: Outcome, probe: bool) -> bool {
+        self.targets[target]
+            .health
+            .record(outcome, &self.ejection, probe)
     }
 
     /// The pool's outlier rules.
@@ -234,6 +237,13 @@ impl Pool {
 pub struct InFlight<'a> {
     target: &'a Target,
     probe: bool,
+}
+
+impl InFlight<'_> {
+    /// Whether this request is its target's half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
 }
 
 impl Drop for InFlight<'_> {
@@ -307,12 +317,12 @@ mod tests {
         let headers = HeaderMap::new();
         for balance in [Balance::RoundRobin, Balance::LeastRequest, Balance::Random] {
             let p = pool(&[1, 1, 1], balance, None);
-            p.record(0, Outcome::NoAnswer);
+            p.record(0, Outcome::NoAnswer, false);
             for _ in 0..30 {
                 let picked = p.pick(&info(&headers), Some(2));
                 assert_eq!(picked, Some(1), "{balance:?}");
             }
-            p.record(1, Outcome::NoAnswer);
+            p.record(1, Outcome::NoAnswer, false);
             assert_eq!(p.pick(&info(&headers), Some(2)), None, "{balance:?}");
         }
     }

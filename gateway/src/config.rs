@@ -242,6 +242,11 @@ fn check(config: &Config) -> Vec<(String, String)> {
         let at = format!("routes[{i}]");
         if route.name.trim().is_empty() {
             problem(format!("{at}.name"), "a route needs a name".into());
+        } else if route.name == crate::metrics::UNROUTED {
+            problem(
+                format!("{at}.name"),
+                "(unrouted) names requests no route matched in the metrics; choose another".into(),
+            );
         } else if !names.insert(route.name.as_str()) {
             problem(
                 format!("{at}.name"),

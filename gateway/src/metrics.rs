@@ -3,15 +3,16 @@
 //! request never looks up labels or allocates), and the text exposition
 //! `GET /metrics` serves on the admin listener.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// The `Content-Type` of what [`exposition`] writes (Prometheus text 0.0.4).
@@ -27,14 +28,71 @@ const HOOK_BUCKETS: [f64; 14] = [
     1.0,
 ];
 
-type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+type Histograms<L> = Family<L, Latency, fn() -> Latency>;
 
-fn latency() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
+fn latency() -> Latency {
+    Latency::new(&LATENCY_BUCKETS)
 }
 
-fn hook_latency() -> Histogram {
-    Histogram::new(HOOK_BUCKETS)
+fn hook_latency() -> Latency {
+    Latency::new(&HOOK_BUCKETS)
+}
+
+/// A latency histogram of atomic counts: observing is two atomic adds
+/// (prometheus-client's own histogram takes a lock, which every thread
+/// serving one route would share).
+#[derive(Clone, Debug)]
+pub struct Latency(Arc<Buckets>);
+
+#[derive(Debug)]
+struct Buckets {
+    /// Upper bounds in seconds, ascending.
+    bounds: &'static [f64],
+    /// Observations per bucket (not cumulative); the last is past every bound.
+    counts: Box<[AtomicU64]>,
+    sum_nanos: AtomicU64,
+}
+
+impl Latency {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self(Arc::new(Buckets {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = self.0.bounds.partition_point(|bound| *bound < seconds);
+        self.0.counts[bucket].fetch_add(1, Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.0.sum_nanos.fetch_add(nanos, Relaxed);
+    }
+}
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // The encoder sums the buckets itself and adds `+Inf` (the total).
+        let buckets: Vec<(f64, u64)> = self
+            .0
+            .bounds
+            .iter()
+            .copied()
+            .zip(self.0.counts.iter().map(|count| count.load(Relaxed)))
+            .collect();
+        let total = self.0.counts.iter().map(|count| count.load(Relaxed)).sum();
+        let sum = self.0.sum_nanos.load(Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, total, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// Every metric the gateway keeps.
@@ -403,7 +461,7 @@ pub const UNROUTED: &str = "(unrouted)";
 pub struct RouteMetrics {
     route: Arc<str>,
     requests: [[OnceLock<Counter>; CLASSES.len()]; METHODS.len()],
-    duration: Histogram,
+    duration: Latency,
 }
 
 impl std::fmt::Debug for RouteMetrics {
@@ -444,14 +502,14 @@ impl RouteMetrics {
                 })
             })
             .inc();
-        self.duration.observe(took.as_secs_f64());
+        self.duration.observe(took);
     }
 }
 
 /// One upstream target's latency histogram, and what names its failures.
 pub struct TargetMetrics {
     labels: TargetLabels,
-    duration: Histogram,
+    duration: Latency,
 }
 
 impl std::fmt::Debug for TargetMetrics {
@@ -476,7 +534,7 @@ impl TargetMetrics {
 
     /// A response head arrived after `took`.
     pub fn answered(&self, took: Duration) {
-        self.duration.observe(took.as_secs_f64());
+        self.duration.observe(took);
     }
 
     /// An attempt got no response head: `connect`, `timeout` or `broken`.
@@ -518,8 +576,8 @@ impl Hook {
 pub struct HookMetrics {
     plugin: String,
     route: String,
-    request: Histogram,
-    response: Histogram,
+    request: Latency,
+    response: Latency,
 }
 
 impl std::fmt::Debug for HookMetrics {
@@ -554,7 +612,7 @@ impl HookMetrics {
             Hook::Request => &self.request,
             Hook::Response => &self.response,
         }
-        .observe(took.as_secs_f64());
+        .observe(took);
     }
 
     /// A hook call failed for `reason`.
@@ -609,6 +667,19 @@ mod tests {
         );
         assert!(
             text.contains("gateway_request_duration_seconds_count{route=\"metrics-unit-test\"} 4"),
+            "{text}"
+        );
+        // Cumulative buckets: the instant one in the first, the 2ms ones by 2.5ms.
+        for (le, count) in [("0.0005", 1), ("0.001", 1), ("0.0025", 4), ("+Inf", 4)] {
+            let line = format!(
+                "gateway_request_duration_seconds_bucket{{route=\"metrics-unit-test\",le=\"{le}\"}} {count}"
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(
+            text.contains(
+                "gateway_request_duration_seconds_sum{route=\"metrics-unit-test\"} 0.006"
+            ),
             "{text}"
         );
     }

@@ -47,6 +47,7 @@ pub struct Span {
 struct Exporter {
     queue: mpsc::Sender<Span>,
     dropped: AtomicU64,
+    sample: f64,
 }
 
 static EXPORTER: OnceLock<Exporter> = OnceLock::new();
@@ -70,6 +71,7 @@ pub fn start(config: &OtlpConfig) -> Result<(), String> {
     let exporter = Exporter {
         queue,
         dropped: AtomicU64::new(0),
+        sample: config.sample,
     };
     if EXPORTER.set(exporter).is_err() {
         return Ok(());
@@ -87,9 +89,12 @@ pub fn start(config: &OtlpConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether spans are exported at all (so requests skip building them).
-pub fn enabled() -> bool {
-    EXPORTER.get().is_some()
+/// Whether this sampled request's span is exported (`trace.otlp.sample`
+/// of them), so other requests skip building one.
+pub fn wanted() -> bool {
+    EXPORTER
+        .get()
+        .is_some_and(|e| e.sample >= 1.0 || fastrand::f64() < e.sample)
 }
 
 /// Queues a finished request's span; dropped when the queue is full.
@@ -173,12 +178,19 @@ async fn send(target: &Target, batch: &[Span]) -> Result<(), String> {
 /// A span in OTLP's JSON mapping: ids in hex, times in nanoseconds as
 /// strings, kind 2 (server), status 2 (error) for a 5xx answer.
 fn span_json(span: &Span) -> Value {
+    // Names stay few: a method outside HTTP's own is `_OTHER`, as
+    // OpenTelemetry's conventions say.
+    let method = match span.method.as_str() {
+        known @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" | "CONNECT"
+        | "TRACE") => known,
+        _ => "_OTHER",
+    };
     let name = match &span.route {
-        Some(route) => format!("{} {route}", span.method),
-        None => span.method.clone(),
+        Some(route) => format!("{method} {route}"),
+        None => method.to_string(),
     };
     let mut attributes = vec![
-        attribute("http.request.method", json!({ "stringValue": span.method })),
+        attribute("http.request.method", json!({ "stringValue": method })),
         attribute("url.path", json!({ "stringValue": span.path })),
         attribute(
             "http.response.status_code",
@@ -190,6 +202,12 @@ fn span_json(span: &Span) -> Value {
             json!({ "stringValue": span.request_id }),
         ),
     ];
+    if method == "_OTHER" {
+        attributes.push(attribute(
+            "http.request.method_original",
+            json!({ "stringValue": span.method }),
+        ));
+    }
     if let Some(route) = &span.route {
         attributes.push(attribute("gateway.route", json!({ "stringValue": route })));
     }
@@ -254,5 +272,11 @@ mod tests {
         assert_eq!(value["startTimeUnixNano"], "1000000000");
         assert_eq!(value["endTimeUnixNano"], "1005000000");
         assert_eq!(value["status"]["code"], 2);
+        let odd = Span {
+            method: "X-PURGE-EVERYTHING".into(),
+            route: None,
+            ..span
+        };
+        assert_eq!(span_json(&odd)["name"], "_OTHER");
     }
 }

@@ -61,8 +61,10 @@ pub async fn handle(
     });
     let method = request.method().clone();
     #[cfg(feature = "otlp")]
-    let span_path =
-        (ids.trace.sampled && crate::otlp::enabled()).then(|| request.uri().path().to_string());
+    let span_path = (ids.trace.sampled && crate::otlp::wanted()).then(|| {
+        let path = request.uri().path();
+        crate::access_log::shortened(path, crate::access_log::MAX_PATH).to_string()
+    });
     let head_request = method == Method::HEAD;
     let http1 = request.version() <= Version::HTTP_11;
     let trail = entry.as_deref_mut();

@@ -62,20 +62,22 @@ impl TraceContext {
         {
             headers.insert(&TRACESTATE, value);
         }
-        if let Ok(value) = HeaderValue::from_str(&context.traceparent()) {
+        if let Ok(value) = HeaderValue::from_bytes(&context.traceparent()) {
             headers.insert(&TRACEPARENT, value);
         }
         context
     }
 
-    /// `00-TRACE_ID-SPAN_ID-FLAGS`.
-    pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{}",
-            self.trace_id_hex(),
-            hex(&self.span_id),
-            if self.sampled { "01" } else { "00" }
-        )
+    /// `00-TRACE_ID-SPAN_ID-FLAGS`, written on the stack: this runs for
+    /// every request.
+    pub fn traceparent(&self) -> [u8; 55] {
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&self.trace_id, &mut text[3..35]);
+        hex_into(&self.span_id, &mut text[36..52]);
+        if self.sampled {
+            text[54] = b'1';
+        }
+        text
     }
 
     pub fn trace_id_hex(&self) -> String {
@@ -126,13 +128,18 @@ fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![b'0'; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Writes `bytes` in lower-case hex into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
-    out
 }
 
 /// Random and never all zeros (which the spec reserves as invalid).
@@ -204,7 +211,7 @@ mod tests {
         let mut none = HeaderMap::new();
         let started = TraceContext::propagate(&mut none);
         assert!(started.parent_id.is_none() && started.sampled);
-        assert_eq!(none["traceparent"], started.traceparent());
+        assert_eq!(none["traceparent"], &started.traceparent()[..]);
         // A later version is read by its first four fields.
         let mut future = headers(&[("traceparent", &format!("01{}-more", &CLIENT[2..]))]);
         assert!(TraceContext::propagate(&mut future).parent_id.is_some());

@@ -205,6 +205,9 @@ impl Upstream {
             .admit(timeout)
             .await
             .map_err(|_| self.overloaded())?;
+        // Time spent waiting for a place comes off the attempt's; an attempt
+        // left with less than its whole timeout is not judged on timing out.
+        let timeout_counts = timeout_counts && place.waited.is_zero();
         let timeout = timeout.saturating_sub(place.waited);
         let info = RequestInfo {
             headers: request.headers(),
@@ -277,7 +280,7 @@ impl Upstream {
         timeout: Duration,
         timeout_counts: bool,
     ) -> Result<Response<Incoming>, AttemptError> {
-        let _in_flight = self.pool.start_request(target);
+        let in_flight = self.pool.start_request(target);
         let started = std::time::Instant::now();
         let mut request = request;
         let body_sent = match request.body_mut() {
@@ -314,7 +317,7 @@ impl Upstream {
             }
         };
         if let Some(outcome) = outcome
-            && self.pool.record(target, outcome)
+            && self.pool.record(target, outcome, in_flight.is_probe())
         {
             self.metrics[target].ejected();
             tracing::warn!(

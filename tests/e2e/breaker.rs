@@ -206,3 +206,35 @@ async fn retries_stay_within_the_retry_budget() {
         "every failed first attempt was either retried or refused"
     );
 }
+
+#[tokio::test]
+async fn time_spent_waiting_for_a_place_never_counts_against_the_target() {
+    // A request that waited in line has less than its whole timeout left:
+    // if the target is slow it times out, but that says nothing about the
+    // target, so clients cannot get a healthy pool ejected by queueing.
+    let slow = Backend::start("slow").await;
+    slow.set_delay(Duration::from_millis(600));
+    let gw = Gateway::start(&pool(
+        "    timeouts: { request: 1s }\n    passive_health: { max_fails: 1, cooldown: 30s }\n    circuit_breaker: { max_in_flight: 1, max_pending: 5 }\n",
+        &[&slow],
+    ));
+    let url = gw.url("/");
+    let requests: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await.status.as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.expect("task"));
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 504, 504],
+        "the first is served, the waiters time out"
+    );
+    assert_eq!(circuit(&gw, &slow).await, "closed");
+    assert_eq!(get(&url).await.status, 200);
+}

@@ -133,19 +133,28 @@ impl Health {
     }
 
     /// Counts one request's outcome under `rule`; true when it ejected the
-    /// target (a half-open probe that failed ejects it again at once).
-    pub fn record(&self, outcome: Outcome, rule: &Ejection) -> bool {
+    /// target. While half-open only the probe (`probe`) decides: its answer
+    /// closes the circuit, its failure opens it again at once; requests
+    /// sent before the ejection count for nothing.
+    pub fn record(&self, outcome: Outcome, rule: &Ejection, probe: bool) -> bool {
         let now = now_ms();
-        let circuit = self.circuit(now);
-        if let Some(rate) = &rule.error_rate {
+        let until = self.ejected_until.load(Relaxed);
+        let circuit = match until {
+            0 => Circuit::Closed,
+            until if now < until => Circuit::Open,
+            _ => Circuit::HalfOpen,
+        };
+        if circuit != Circuit::Closed && !probe {
+            return false;
+        }
+        if let (Some(rate), Circuit::Closed) = (&rule.error_rate, circuit) {
             let failed = outcome != Outcome::Answered;
             let (requests, failures) = self.window.add(now, rate.window, failed);
             if failed
-                && circuit == Circuit::Closed
                 && requests >= rate.min_requests
                 && f64::from(failures) >= rate.threshold * f64::from(requests)
             {
-                return self.eject(now, rule);
+                return self.eject(now, until, rule);
             }
         }
         match (outcome, circuit) {
@@ -154,30 +163,37 @@ impl Health {
                 reset(&self.errors_in_a_row);
                 if circuit == Circuit::HalfOpen {
                     // The probe came back: the target returns to the pool.
-                    self.ejected_until.store(0, Relaxed);
+                    let _ = self
+                        .ejected_until
+                        .compare_exchange(until, 0, Relaxed, Relaxed);
                 }
                 false
             }
-            (_, Circuit::HalfOpen) => self.eject(now, rule),
-            // Answers to requests sent before the ejection.
-            (_, Circuit::Open) => false,
+            (_, Circuit::HalfOpen | Circuit::Open) => self.eject(now, until, rule),
             (Outcome::NoAnswer, Circuit::Closed) => {
-                in_a_row(&self.failures_in_a_row, rule.max_fails) && self.eject(now, rule)
+                in_a_row(&self.failures_in_a_row, rule.max_fails) && self.eject(now, until, rule)
             }
             (Outcome::ServerError, Circuit::Closed) => {
-                in_a_row(&self.errors_in_a_row, rule.max_5xx) && self.eject(now, rule)
+                in_a_row(&self.errors_in_a_row, rule.max_5xx) && self.eject(now, until, rule)
             }
         }
     }
 
-    fn eject(&self, now: u64, rule: &Ejection) -> bool {
+    /// Opens the circuit from the state `from` it was read in; false when
+    /// another request changed it first (so one trip counts once).
+    fn eject(&self, now: u64, from: u64, rule: &Ejection) -> bool {
         let cooldown = u64::try_from(rule.cooldown.as_millis()).unwrap_or(u64::MAX);
-        self.ejected_until
-            .store(now.saturating_add(cooldown).max(1), Relaxed);
-        // The counts in a row stay for the admin API; the probe's answer
-        // clears them.
-        self.window.clear(now);
-        true
+        let until = now.saturating_add(cooldown).max(1);
+        let opened = self
+            .ejected_until
+            .compare_exchange(from, until, Relaxed, Relaxed)
+            .is_ok();
+        if opened {
+            // The counts in a row stay for the admin API; the probe's
+            // answer clears them.
+            self.window.clear(now);
+        }
+        opened
     }
 
     pub fn set_active(&self, up: bool) {
@@ -315,15 +331,15 @@ mod tests {
     fn passive_ejection_after_max_fails_in_a_row() {
         let h = Health::default();
         let rule = rule(2, 0, None);
-        assert!(!h.record(Outcome::NoAnswer, &rule));
-        h.record(Outcome::Answered, &rule);
-        assert!(!h.record(Outcome::NoAnswer, &rule));
+        assert!(!h.record(Outcome::NoAnswer, &rule, false));
+        h.record(Outcome::Answered, &rule, false);
+        assert!(!h.record(Outcome::NoAnswer, &rule, false));
         assert!(
             h.is_available(now_ms()),
             "a success in between resets the count"
         );
         assert!(
-            h.record(Outcome::NoAnswer, &rule),
+            h.record(Outcome::NoAnswer, &rule, false),
             "the second in a row ejects"
         );
         assert!(!h.is_available(now_ms()));
@@ -337,26 +353,34 @@ mod tests {
     #[test]
     fn after_the_cooldown_one_probe_decides() {
         let rule = Ejection {
-            cooldown: Duration::from_millis(1),
+            cooldown: Duration::from_millis(50),
             ..rule(1, 0, None)
         };
         let h = Health::default();
-        assert!(h.record(Outcome::NoAnswer, &rule));
-        std::thread::sleep(Duration::from_millis(5));
+        assert!(h.record(Outcome::NoAnswer, &rule, false));
+        assert!(
+            !h.record(Outcome::NoAnswer, &rule, false),
+            "a trip counts once"
+        );
+        std::thread::sleep(Duration::from_millis(70));
         let now = now_ms();
         assert_eq!(h.circuit(now), Circuit::HalfOpen);
         assert!(h.is_available(now));
         assert!(h.start_request(now), "the first request is the probe");
         assert!(!h.is_available(now), "one probe at a time");
         assert!(!h.start_request(now));
+        // Requests sent before the ejection decide nothing.
+        assert!(!h.record(Outcome::Answered, &rule, false));
+        assert!(!h.record(Outcome::NoAnswer, &rule, false));
+        assert_eq!(h.circuit(now_ms()), Circuit::HalfOpen);
         // The probe fails: open again, for another cool-down.
-        assert!(h.record(Outcome::NoAnswer, &rule));
+        assert!(h.record(Outcome::NoAnswer, &rule, true));
         h.end_probe();
         assert_eq!(h.circuit(now_ms()), Circuit::Open);
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(70));
         let now = now_ms();
         assert!(h.start_request(now));
-        assert!(!h.record(Outcome::Answered, &rule));
+        assert!(!h.record(Outcome::Answered, &rule, true));
         h.end_probe();
         assert_eq!(h.circuit(now_ms()), Circuit::Closed, "the probe succeeded");
         assert!(h.is_available(now_ms()));
@@ -367,9 +391,9 @@ mod tests {
         let h = Health::default();
         let rule = rule(0, 3, None);
         assert!(rule.counts_5xx());
-        assert!(!h.record(Outcome::ServerError, &rule));
-        assert!(!h.record(Outcome::ServerError, &rule));
-        assert!(h.record(Outcome::ServerError, &rule));
+        assert!(!h.record(Outcome::ServerError, &rule, false));
+        assert!(!h.record(Outcome::ServerError, &rule, false));
+        assert!(h.record(Outcome::ServerError, &rule, false));
         assert!(!self::rule(3, 0, None).counts_5xx());
     }
 
@@ -389,9 +413,12 @@ mod tests {
             } else {
                 Outcome::ServerError
             };
-            assert!(!h.record(outcome, &rule), "request {i}: too few yet");
+            assert!(!h.record(outcome, &rule, false), "request {i}: too few yet");
         }
-        assert!(h.record(Outcome::ServerError, &rule), "5 of 10 failed");
+        assert!(
+            h.record(Outcome::ServerError, &rule, false),
+            "5 of 10 failed"
+        );
         let calm = Health::default();
         for i in 0..30 {
             let outcome = if i % 4 == 0 {
@@ -399,7 +426,10 @@ mod tests {
             } else {
                 Outcome::Answered
             };
-            assert!(!calm.record(outcome, &rule), "a quarter stays under a half");
+            assert!(
+                !calm.record(outcome, &rule, false),
+                "a quarter stays under a half"
+            );
         }
     }
 

@@ -344,6 +344,12 @@ impl TryFrom<String> for TargetUrl {
         let Some(authority) = uri.authority().cloned() else {
             return Err(format!("`{text}` has no host"));
         };
+        if authority.as_str().contains('@') {
+            // It would be sent as the Host and shown in metrics and logs.
+            return Err(
+                "a target URL cannot carry credentials (user:password@); send an Authorization header with the transform plugin".into(),
+            );
+        }
         if authority.port_u16().is_none() {
             // An explicit port keeps `http://host` from meaning different things to different readers.
             return Err(format!(

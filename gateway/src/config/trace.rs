@@ -30,6 +30,14 @@ pub struct OtlpConfig {
     /// One export's longest wait for the collector.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// The share of sampled requests exported, chosen at random (a client
+    /// asks for sampling with its `traceparent`; this bounds what it costs).
+    #[serde(default = "all")]
+    pub sample: f64,
+}
+
+fn all() -> f64 {
+    1.0
 }
 
 fn default_service_name() -> String {
@@ -83,6 +91,12 @@ impl TraceConfig {
                 ));
             }
         }
+        if !(otlp.sample > 0.0 && otlp.sample <= 1.0) {
+            problems.push((
+                "otlp.sample".into(),
+                "must be more than 0 and at most 1 (1.0 exports every sampled request)".into(),
+            ));
+        }
         if otlp.timeout.0.is_zero() {
             problems.push(("otlp.timeout".into(), "must be more than 0".into()));
         }
@@ -100,6 +114,7 @@ mod tests {
             service_name: default_service_name(),
             headers: BTreeMap::new(),
             timeout: default_timeout(),
+            sample: 1.0,
         }
     }
 
