@@ -24,6 +24,8 @@ reload: {{ watch: false }}
 routes:
   - {{ name: api, match: {{ path_prefix: /api }}, upstream: svc, plugins: [{{ name: probe, config: {{ tag: a }} }}] }}
   - {{ name: broken, match: {{ path_prefix: /broken }}, upstream: svc, plugins: [{{ name: probe, config: {{ fail_on: request, how: trap }} }}] }}
+  - {{ name: spinning, match: {{ path_prefix: /spinning }}, upstream: svc, plugins: [{{ name: probe, config: {{ fail_on: request, how: loop }}, limits: {{ deadline: 20ms }} }}] }}
+  - {{ name: hog, match: {{ path_prefix: /hog }}, upstream: svc, plugins: [{{ name: probe, config: {{ fail_on: request, how: grow }}, limits: {{ memory: 2MiB }} }}] }}
   - {{ name: limited, match: {{ path_prefix: /limited }}, upstream: svc, plugins: [{{ name: rate-limit, config: {{ limits: [{{ requests: 1, per: 1h }}] }} }}] }}
   - {{ name: down, match: {{ path_prefix: /down }}, upstream: dead }}
 ",
@@ -79,6 +81,8 @@ async fn metrics_are_prometheus_text_that_moves_with_traffic() {
     assert_eq!(post(&gw.url("/api/users")).await.status, 200);
     assert_eq!(get(&gw.url("/nowhere")).await.status, 404);
     assert_eq!(get(&gw.url("/broken")).await.status, 500);
+    assert_eq!(get(&gw.url("/spinning")).await.status, 503);
+    assert_eq!(get(&gw.url("/hog")).await.status, 500);
     assert_eq!(get(&gw.url("/limited")).await.status, 200);
     assert_eq!(get(&gw.url("/limited")).await.status, 429);
     for _ in 0..2 {
@@ -169,6 +173,18 @@ async fn metrics_are_prometheus_text_that_moves_with_traffic() {
         ),
         1.0
     );
+
+    for (route, reason) in [("spinning", "deadline"), ("hog", "memory")] {
+        assert_eq!(
+            after.value(
+                "gateway_plugin_failures_total",
+                &[("plugin", "probe"), ("route", route), ("reason", reason)]
+            ),
+            1.0,
+            "{route}: {}",
+            after.text
+        );
+    }
 
     // The rate-limit store's decisions.
     let decision = |decision: &str| {
