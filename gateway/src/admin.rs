@@ -39,10 +39,8 @@ const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
-    token: Option<String>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let token: Option<Arc<str>> = token.map(Into::into);
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
     loop {
@@ -51,7 +49,6 @@ pub async fn serve(
             () = &mut shutdown => return,
         };
         let gateway = gateway.clone();
-        let token = token.clone();
         tokio::spawn(async move {
             let _slot = slot;
             if !first_bytes_within(&stream, ADMIN_HEADER_TIMEOUT).await {
@@ -59,8 +56,9 @@ pub async fn serve(
             }
             let service = service_fn(move |request| {
                 let gateway = gateway.clone();
-                let token = token.clone();
                 async move {
+                    // Read per request: a reload may have changed it.
+                    let token = gateway.admin_token();
                     // Without a token, nothing stops a web page the operator
                     // opens from calling a loopback port: refuse browsers.
                     let answer = if token.is_none() && from_a_browser(&request) {

@@ -232,7 +232,6 @@ async fn serve(file: PathBuf, config: config::Config) -> anyhow::Result<()> {
         tokio::spawn(gateway::admin::serve(
             admin_listener,
             gateway.clone(),
-            admin.token.clone(),
             std::future::pending(),
         ));
     }

@@ -34,6 +34,9 @@ pub struct Gateway {
     /// What the listeners were started with; changing it needs a restart.
     started_with: ListenerSettings,
     pub reloads: ReloadLog,
+    /// The admin API's bearer token: a reload changes it at once (a leaked
+    /// one can be revoked); a config without `admin:` keeps the last one.
+    admin_token: ArcSwap<Option<Arc<str>>>,
 }
 
 /// The parts of a config read once, when the listeners start.
@@ -128,9 +131,14 @@ impl ListenerSettings {
                 describe(&self.listen)
             ));
         }
-        if config.admin != self.admin {
+        let listen = |admin: &Option<crate::config::AdminConfig>| admin.as_ref().map(|a| a.listen);
+        if config.admin.is_none() && self.admin.is_some() {
             warnings.push(
-                "admin changed; the admin API keeps its address and token until the gateway restarts".into(),
+                "admin removed; the admin API keeps running, with its last token, until the gateway restarts".into(),
+            );
+        } else if listen(&config.admin) != listen(&self.admin) {
+            warnings.push(
+                "admin.listen changed; the admin API keeps its address until the gateway restarts (a changed token applies now)".into(),
             );
         }
         if config.trace != self.trace {
@@ -194,6 +202,7 @@ impl Gateway {
             started_with: ListenerSettings::of(config),
             plugins: Mutex::new(plugins),
             snapshot: ArcSwap::from_pointee(snapshot),
+            admin_token: ArcSwap::from_pointee(admin_token(config)),
         };
         let warnings = gateway.snapshot().warnings.clone();
         for warning in &warnings {
@@ -205,6 +214,11 @@ impl Gateway {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// The token every admin request must bear, if one is set.
+    pub fn admin_token(&self) -> Option<Arc<str>> {
+        self.admin_token.load().as_ref().clone()
     }
 
     /// Builds a snapshot of `config` beside the running one and swaps it in;
@@ -224,6 +238,9 @@ impl Gateway {
         let mut warnings = next.warnings.clone();
         warnings.extend(self.started_with.needs_restart(config));
         self.snapshot.store(next.clone());
+        if config.admin.is_some() {
+            self.admin_token.store(Arc::new(admin_token(config)));
+        }
         current.retire();
         if let Some(runtime) = &plugins {
             // Compiled code only the old snapshots use goes with them.
@@ -451,4 +468,13 @@ fn connection_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(256));
     builder
+}
+
+/// `admin.token` of `config`.
+fn admin_token(config: &Config) -> Option<Arc<str>> {
+    config
+        .admin
+        .as_ref()
+        .and_then(|admin| admin.token.as_deref())
+        .map(Into::into)
 }

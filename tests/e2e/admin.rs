@@ -211,3 +211,32 @@ fn a_short_token_is_refused_and_an_open_admin_listener_is_warned_about() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_the_token_applies_it_at_once() {
+    // A leaked token is revoked by editing the config, no restart needed.
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start(&config(&svc, &format!(", token: {TOKEN}")));
+    let next = "a-new-admin-token-after-the-leak";
+    gw.replace_config(&config(&svc, &format!(", token: {next}")));
+    let reload = call(Method::POST, &gw.admin_url("/admin/reload"), Some(TOKEN)).await;
+    assert_eq!(reload.status, 200, "{:?}", reload.body);
+    let old = call(Method::GET, &gw.admin_url("/admin/config"), Some(TOKEN)).await;
+    assert_eq!(old.status, 401, "the old token is refused");
+    let new = call(Method::GET, &gw.admin_url("/admin/config"), Some(next)).await;
+    assert_eq!(new.status, 200);
+    // A config without `admin:` keeps the last token (and the listener).
+    gw.replace_config(&config(&svc, &format!(", token: {next}")).replace(
+        &format!("admin: {{ listen: 127.0.0.1:0, token: {next} }}\n"),
+        "",
+    ));
+    let reload = call(Method::POST, &gw.admin_url("/admin/reload"), Some(next)).await;
+    assert_eq!(reload.status, 200, "{:?}", reload.body);
+    assert!(
+        String::from_utf8_lossy(&reload.body).contains("admin removed"),
+        "{:?}",
+        reload.body
+    );
+    let open = call(Method::GET, &gw.admin_url("/admin/config"), None).await;
+    assert_eq!(open.status, 401, "still closed");
+}
