@@ -55,7 +55,8 @@ async fn main() -> anyhow::Result<()> {
     if smoke {
         text = text
             .replace("address: 127.0.0.1:8080", "address: 127.0.0.1:0")
-            .replace("address: 127.0.0.1:8443", "address: 127.0.0.1:0");
+            .replace("address: 127.0.0.1:8443", "address: 127.0.0.1:0")
+            .replace("listen: 127.0.0.1:9901", "listen: 127.0.0.1:0");
     }
     let tls_dir = build_plugins::workspace_root().join("target/demo-tls");
     let ca = tls::make_certificates(&tls_dir)?;
@@ -71,6 +72,21 @@ async fn main() -> anyhow::Result<()> {
     let listeners = gateway::bind(&gw, &config).await?;
     let addr = listeners[0].listener.local_addr()?;
     let https = listeners[1].listener.local_addr()?;
+    let admin = match &config.admin {
+        Some(admin) => {
+            let listener = tokio::net::TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (admin.listen)", admin.listen))?;
+            let bound = listener.local_addr()?;
+            tokio::spawn(gateway::admin::serve(
+                listener,
+                gw.clone(),
+                std::future::pending(),
+            ));
+            Some(bound)
+        }
+        None => None,
+    };
 
     if smoke {
         tokio::spawn(async move {
@@ -78,7 +94,9 @@ async fn main() -> anyhow::Result<()> {
         });
         smoke_test(addr, &alice, &demo_token(&secret, "bob")?).await?;
         tls::smoke_test(https, &ca, &alice).await?;
-        println!("demo smoke test ok: 19 requests checked, plugins and HTTPS included");
+        let admin = admin.context("config/demo.yaml has an admin listener")?;
+        metrics_counted(admin).await?;
+        println!("demo smoke test ok: 20 requests checked, plugins, HTTPS and metrics included");
         return Ok(());
     }
     println!(
@@ -116,6 +134,11 @@ async fn main() -> anyhow::Result<()> {
         "  curl -s -H \"authorization: Bearer $TOKEN\" http://{addr}/api/dashboard   # profile, orders and balance in one answer (aggregate plugin)"
     );
     println!("  curl -s http://{addr}/nowhere        # the gateway's JSON 404");
+    if let Some(admin) = admin {
+        println!(
+            "  curl -s http://{admin}/metrics | grep gateway_requests_total   # Prometheus metrics (admin API)"
+        );
+    }
     println!(
         "  curl -s --cacert target/demo-tls/ca.pem -H \"authorization: Bearer $TOKEN\" https://localhost:{}/api/users   # over HTTPS (HTTP/2 where curl has it)",
         https.port()
@@ -278,6 +301,23 @@ async fn smoke_test(addr: SocketAddr, alice: &str, bob: &str) -> anyhow::Result<
                 .get("access-control-allow-methods")
                 .is_some_and(|v| v == "POST"),
         "preflight for POST /api/payments: {status} {headers:?}"
+    );
+    Ok(())
+}
+
+/// The admin API's `/metrics` counted the smoke test's requests.
+async fn metrics_counted(admin: SocketAddr) -> anyhow::Result<()> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = client
+        .get(format!("http://{admin}/metrics").parse()?)
+        .await?;
+    let status = response.status();
+    let text = response.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    let users = "gateway_requests_total{route=\"users\",method=\"GET\",class=\"2xx\"}";
+    ensure!(
+        status == 200 && text.contains(users),
+        "GET /metrics: {status}, no {users} in:\n{text}"
     );
     Ok(())
 }

@@ -10,7 +10,9 @@ fn the_demo_answers_the_requests_the_readme_suggests() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "demo failed:\n{stdout}\n{stderr}");
     assert!(
-        stdout.contains("demo smoke test ok: 19 requests checked, plugins and HTTPS included"),
+        stdout.contains(
+            "demo smoke test ok: 20 requests checked, plugins, HTTPS and metrics included"
+        ),
         "{stdout}"
     );
 }
