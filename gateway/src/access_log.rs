@@ -103,7 +103,8 @@ impl Entry {
 
     fn write(&mut self, bytes_out: u64, completed: bool) {
         self.written = true;
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        // Milliseconds to the microsecond: more digits are float noise.
+        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         tracing::info!(
             target: TARGET,
             request_id = %self.request_id,

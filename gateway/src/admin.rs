@@ -300,7 +300,8 @@ fn pools(gateway: &Gateway) -> Value {
                 .iter()
                 .enumerate()
                 .map(|(i, target)| {
-                    let (ejected_for, failures) = target.health.ejection(now);
+                    let ejected_for = target.health.ejected_for(now);
+                    let (failures, server_errors) = target.health.in_a_row();
                     json!({
                         "url": upstream.target_url(i),
                         "weight": target.weight,
@@ -313,6 +314,7 @@ fn pools(gateway: &Gateway) -> Value {
                         "circuit": target.health.circuit(now).name(),
                         "ejected_for_ms": ejected_for.as_millis() as u64,
                         "failures_in_a_row": failures,
+                        "5xx_in_a_row": server_errors,
                         "in_flight": target.in_flight(),
                     })
                 })

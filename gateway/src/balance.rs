@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use http::HeaderMap;
 
 use crate::config::{Balance, TargetConfig};
-use health::{Ejection, Health, Outcome};
+use health::{Ejection, Health, Outcome, Transition};
 use ring::Ring;
 use round_robin::RoundRobin;
 
@@ -148,6 +148,10 @@ impl Pool {
         let now = health::now_ms();
         let usable = |i: usize| Some(i) != exclude && self.targets[i].health.is_available(now);
         match &self.algorithm {
+            // A retry's pick leaves the cycle where it was: otherwise the
+            // target after a failing one would get every retry and the
+            // failing one every first attempt.
+            Algorithm::RoundRobin(_) if exclude.is_some() => self.weighted_random(usable),
             Algorithm::RoundRobin(rr) => rr.pick(usable),
             Algorithm::LeastRequest => self.least_request(usable),
             Algorithm::Random => self.weighted_random(usable),
@@ -218,8 +222,8 @@ impl Pool {
     }
 
     /// Counts how a request to `target` went (`probe`: it was the target's
-    /// half-open probe); true when that ejected it.
-    pub fn record(&self, target: usize, outcome: Outcome, probe: bool) -> bool {
+    /// half-open probe); says when that opened or closed its circuit.
+    pub fn record(&self, target: usize, outcome: Outcome, probe: bool) -> Option<Transition> {
         self.targets[target]
             .health
             .record(outcome, &self.ejection, probe)
@@ -325,6 +329,22 @@ mod tests {
             p.record(1, Outcome::NoAnswer, false);
             assert_eq!(p.pick(&info(&headers), Some(2)), None, "{balance:?}");
         }
+    }
+
+    #[test]
+    fn a_retry_does_not_move_round_robin_along() {
+        let p = pool(&[1, 1], Balance::RoundRobin, None);
+        let headers = HeaderMap::new();
+        let mut firsts = Vec::new();
+        for _ in 0..6 {
+            let first = p.pick(&info(&headers), None).expect("a target");
+            firsts.push(first);
+            // Every attempt on target 0 is retried on the other.
+            if first == 0 {
+                assert_eq!(p.pick(&info(&headers), Some(0)), Some(1));
+            }
+        }
+        assert_eq!(firsts, [0, 1, 0, 1, 0, 1], "first attempts alternate");
     }
 
     #[test]

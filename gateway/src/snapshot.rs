@@ -124,6 +124,11 @@ impl Snapshot {
                 }
             }
         }
+        if let Some(log) = &config.access_log
+            && let Some(problem) = log.folder_problem(&config.origin.base_dir())
+        {
+            built.problems.push(("access_log.to".into(), problem));
+        }
         if !built.problems.is_empty() {
             return Err(config.errors(built.problems));
         }

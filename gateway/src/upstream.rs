@@ -15,7 +15,7 @@ use http_body::Body as _;
 use http_body_util::Either;
 use hyper::body::Incoming;
 
-use crate::balance::health::{Circuit, Ejection, ErrorRate, Outcome};
+use crate::balance::health::{Circuit, Ejection, ErrorRate, Outcome, Transition};
 use crate::balance::{Pool, RequestInfo};
 use crate::body;
 use crate::body::Body;
@@ -237,6 +237,8 @@ impl Upstream {
             headers: again.headers(),
             client_ip,
         };
+        // (A retry's pick moves no balancer state, so one over the budget
+        // costs nothing.)
         let Some(second) = self.pool.pick(&info, Some(first)) else {
             return Err(self.error_for(first, error));
         };
@@ -316,17 +318,29 @@ impl Upstream {
                 }
             }
         };
-        if let Some(outcome) = outcome
-            && self.pool.record(target, outcome, in_flight.is_probe())
-        {
-            self.metrics[target].ejected();
-            tracing::warn!(
+        let transition =
+            outcome.and_then(|outcome| self.pool.record(target, outcome, in_flight.is_probe()));
+        let authority = &self.pool.targets()[target].authority;
+        match transition {
+            Some(Transition::Opened) => {
+                self.metrics[target].ejected();
+                let after = match outcome {
+                    Some(Outcome::ServerError) => "a 5xx answer",
+                    _ => "a request without an answer",
+                };
+                tracing::warn!(
+                    upstream = %self.name,
+                    target = %authority,
+                    cooldown_ms = self.pool.ejection().cooldown.as_millis() as u64,
+                    "target ejected after {after}; after the cool-down one probe request decides its return"
+                );
+            }
+            Some(Transition::Closed) => tracing::info!(
                 upstream = %self.name,
-                target = %self.pool.targets()[target].authority,
-                cooldown_ms = self.pool.ejection().cooldown.as_millis() as u64,
-                ?outcome,
-                "target ejected; after the cool-down one probe request decides its return"
-            );
+                target = %authority,
+                "target back in the pool: its probe was answered"
+            ),
+            None => {}
         }
         result
     }

@@ -110,6 +110,10 @@ fn broken_files_get_exact_messages() {
             "FILE:4: upstreams.u.passive_health.error_rate.threshold: a share of requests, more than 0 and at most 1 (0.5 for half), not 2\nFILE:5: upstreams.u.circuit_breaker.max_pending: requests only wait for a place when max_in_flight is set\n",
         ),
         (
+            "access_log: { to: /nonexistent-gateway-folder/access.log }\nupstreams:\n  u:\n    targets: [{ url: \"http://127.0.0.1:1\" }]\n",
+            "FILE:1: access_log.to: the folder /nonexistent-gateway-folder does not exist\n",
+        ),
+        (
             "upstreams:\n  u:\n    targets: [{ url: \"http://me:secret@127.0.0.1:1\" }]\n",
             "FILE:3: upstreams.u.targets[0].url: a target URL cannot carry credentials (user:password@); send an Authorization header with the transform plugin\n",
         ),

@@ -80,6 +80,15 @@ pub enum Outcome {
     ServerError,
 }
 
+/// What one outcome did to a target's circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Ejected: by a rule while closed, or by a failed probe.
+    Opened,
+    /// Its half-open probe was answered: back in the pool.
+    Closed,
+}
+
 /// A target's circuit, as `/admin/pools` and `/metrics` show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Circuit {
@@ -132,11 +141,11 @@ impl Health {
         self.probing.store(false, Relaxed);
     }
 
-    /// Counts one request's outcome under `rule`; true when it ejected the
-    /// target. While half-open only the probe (`probe`) decides: its answer
+    /// Counts one request's outcome under `rule`, and says when that opened
+    /// or closed the target's circuit. While half-open only the probe (`probe`) decides: its answer
     /// closes the circuit, its failure opens it again at once; requests
     /// sent before the ejection count for nothing.
-    pub fn record(&self, outcome: Outcome, rule: &Ejection, probe: bool) -> bool {
+    pub fn record(&self, outcome: Outcome, rule: &Ejection, probe: bool) -> Option<Transition> {
         let now = now_ms();
         let until = self.ejected_until.load(Relaxed);
         let circuit = match until {
@@ -145,7 +154,7 @@ impl Health {
             _ => Circuit::HalfOpen,
         };
         if circuit != Circuit::Closed && !probe {
-            return false;
+            return None;
         }
         if let (Some(rate), Circuit::Closed) = (&rule.error_rate, circuit) {
             let failed = outcome != Outcome::Answered;
@@ -161,27 +170,31 @@ impl Health {
             (Outcome::Answered, _) => {
                 reset(&self.failures_in_a_row);
                 reset(&self.errors_in_a_row);
-                if circuit == Circuit::HalfOpen {
-                    // The probe came back: the target returns to the pool.
-                    let _ = self
+                // The probe came back: the target returns to the pool.
+                (circuit == Circuit::HalfOpen
+                    && self
                         .ejected_until
-                        .compare_exchange(until, 0, Relaxed, Relaxed);
-                }
-                false
+                        .compare_exchange(until, 0, Relaxed, Relaxed)
+                        .is_ok())
+                .then_some(Transition::Closed)
             }
             (_, Circuit::HalfOpen | Circuit::Open) => self.eject(now, until, rule),
             (Outcome::NoAnswer, Circuit::Closed) => {
-                in_a_row(&self.failures_in_a_row, rule.max_fails) && self.eject(now, until, rule)
+                in_a_row(&self.failures_in_a_row, rule.max_fails)
+                    .then(|| self.eject(now, until, rule))
+                    .flatten()
             }
             (Outcome::ServerError, Circuit::Closed) => {
-                in_a_row(&self.errors_in_a_row, rule.max_5xx) && self.eject(now, until, rule)
+                in_a_row(&self.errors_in_a_row, rule.max_5xx)
+                    .then(|| self.eject(now, until, rule))
+                    .flatten()
             }
         }
     }
 
-    /// Opens the circuit from the state `from` it was read in; false when
+    /// Opens the circuit from the state `from` it was read in; nothing when
     /// another request changed it first (so one trip counts once).
-    fn eject(&self, now: u64, from: u64, rule: &Ejection) -> bool {
+    fn eject(&self, now: u64, from: u64, rule: &Ejection) -> Option<Transition> {
         let cooldown = u64::try_from(rule.cooldown.as_millis()).unwrap_or(u64::MAX);
         let until = now.saturating_add(cooldown).max(1);
         let opened = self
@@ -193,7 +206,7 @@ impl Health {
             // answer clears them.
             self.window.clear(now);
         }
-        opened
+        opened.then_some(Transition::Opened)
     }
 
     pub fn set_active(&self, up: bool) {
@@ -204,13 +217,16 @@ impl Health {
         self.active_up.load(Relaxed)
     }
 
-    /// How much longer an ejection lasts (zero when not ejected), and the
-    /// requests without an answer in a row seen so far.
-    pub fn ejection(&self, now: u64) -> (Duration, u32) {
-        let until = self.ejected_until.load(Relaxed);
+    /// How much longer an ejection lasts (zero when not ejected).
+    pub fn ejected_for(&self, now: u64) -> Duration {
+        Duration::from_millis(self.ejected_until.load(Relaxed).saturating_sub(now))
+    }
+
+    /// (requests without an answer, `5xx` answers) in a row so far.
+    pub fn in_a_row(&self) -> (u32, u32) {
         (
-            Duration::from_millis(until.saturating_sub(now)),
             self.failures_in_a_row.load(Relaxed),
+            self.errors_in_a_row.load(Relaxed),
         )
     }
 }
@@ -318,6 +334,10 @@ impl Thresholds {
 mod tests {
     use super::*;
 
+    fn is_opened(transition: Option<Transition>) -> bool {
+        transition == Some(Transition::Opened)
+    }
+
     fn rule(max_fails: u32, max_5xx: u32, error_rate: Option<ErrorRate>) -> Ejection {
         Ejection {
             max_fails,
@@ -331,15 +351,15 @@ mod tests {
     fn passive_ejection_after_max_fails_in_a_row() {
         let h = Health::default();
         let rule = rule(2, 0, None);
-        assert!(!h.record(Outcome::NoAnswer, &rule, false));
+        assert!(!is_opened(h.record(Outcome::NoAnswer, &rule, false)));
         h.record(Outcome::Answered, &rule, false);
-        assert!(!h.record(Outcome::NoAnswer, &rule, false));
+        assert!(!is_opened(h.record(Outcome::NoAnswer, &rule, false)));
         assert!(
             h.is_available(now_ms()),
             "a success in between resets the count"
         );
         assert!(
-            h.record(Outcome::NoAnswer, &rule, false),
+            is_opened(h.record(Outcome::NoAnswer, &rule, false)),
             "the second in a row ejects"
         );
         assert!(!h.is_available(now_ms()));
@@ -357,9 +377,9 @@ mod tests {
             ..rule(1, 0, None)
         };
         let h = Health::default();
-        assert!(h.record(Outcome::NoAnswer, &rule, false));
+        assert!(is_opened(h.record(Outcome::NoAnswer, &rule, false)));
         assert!(
-            !h.record(Outcome::NoAnswer, &rule, false),
+            !is_opened(h.record(Outcome::NoAnswer, &rule, false)),
             "a trip counts once"
         );
         std::thread::sleep(Duration::from_millis(70));
@@ -370,17 +390,20 @@ mod tests {
         assert!(!h.is_available(now), "one probe at a time");
         assert!(!h.start_request(now));
         // Requests sent before the ejection decide nothing.
-        assert!(!h.record(Outcome::Answered, &rule, false));
-        assert!(!h.record(Outcome::NoAnswer, &rule, false));
+        assert!(!is_opened(h.record(Outcome::Answered, &rule, false)));
+        assert!(!is_opened(h.record(Outcome::NoAnswer, &rule, false)));
         assert_eq!(h.circuit(now_ms()), Circuit::HalfOpen);
         // The probe fails: open again, for another cool-down.
-        assert!(h.record(Outcome::NoAnswer, &rule, true));
+        assert!(is_opened(h.record(Outcome::NoAnswer, &rule, true)));
         h.end_probe();
         assert_eq!(h.circuit(now_ms()), Circuit::Open);
         std::thread::sleep(Duration::from_millis(70));
         let now = now_ms();
         assert!(h.start_request(now));
-        assert!(!h.record(Outcome::Answered, &rule, true));
+        assert_eq!(
+            h.record(Outcome::Answered, &rule, true),
+            Some(Transition::Closed)
+        );
         h.end_probe();
         assert_eq!(h.circuit(now_ms()), Circuit::Closed, "the probe succeeded");
         assert!(h.is_available(now_ms()));
@@ -391,9 +414,9 @@ mod tests {
         let h = Health::default();
         let rule = rule(0, 3, None);
         assert!(rule.counts_5xx());
-        assert!(!h.record(Outcome::ServerError, &rule, false));
-        assert!(!h.record(Outcome::ServerError, &rule, false));
-        assert!(h.record(Outcome::ServerError, &rule, false));
+        assert!(!is_opened(h.record(Outcome::ServerError, &rule, false)));
+        assert!(!is_opened(h.record(Outcome::ServerError, &rule, false)));
+        assert!(is_opened(h.record(Outcome::ServerError, &rule, false)));
         assert!(!self::rule(3, 0, None).counts_5xx());
     }
 
@@ -413,10 +436,13 @@ mod tests {
             } else {
                 Outcome::ServerError
             };
-            assert!(!h.record(outcome, &rule, false), "request {i}: too few yet");
+            assert!(
+                !is_opened(h.record(outcome, &rule, false)),
+                "request {i}: too few yet"
+            );
         }
         assert!(
-            h.record(Outcome::ServerError, &rule, false),
+            is_opened(h.record(Outcome::ServerError, &rule, false)),
             "5 of 10 failed"
         );
         let calm = Health::default();
@@ -427,7 +453,7 @@ mod tests {
                 Outcome::Answered
             };
             assert!(
-                !calm.record(outcome, &rule, false),
+                !is_opened(calm.record(outcome, &rule, false)),
                 "a quarter stays under a half"
             );
         }

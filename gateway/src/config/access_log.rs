@@ -30,6 +30,18 @@ fn all() -> f64 {
 }
 
 impl AccessLogConfig {
+    /// Why the file cannot be written, as far as can be told without
+    /// creating it (`validate` must not): its folder is missing.
+    pub fn folder_problem(&self, base: &std::path::Path) -> Option<String> {
+        if self.to == "stdout" {
+            return None;
+        }
+        let file = base.join(&self.to);
+        let folder = file.parent()?;
+        (!folder.as_os_str().is_empty() && !folder.is_dir())
+            .then(|| format!("the folder {} does not exist", folder.display()))
+    }
+
     /// Problems, by field below `access_log`.
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
