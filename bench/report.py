@@ -171,6 +171,50 @@ def tls_table(work):
     return "\n".join(lines), {f"{p}-tls-{m}": r for (p, m), r in rows.items()}
 
 
+IDLE_ROWS = (("nginx-idle-{}", "nginx"),
+             ("gateway-idle-{}", "gateway, clients one after another"),
+             ("gateway-idle-{}-burst", "gateway, all clients at once"),
+             ("gateway-baseline-idle-{}", "baseline gateway (BENCH_BASELINE), one after another"),
+             ("gateway-baseline-idle-{}-burst", "baseline gateway (BENCH_BASELINE), all at once"))
+
+
+def idle_table(work):
+    """Resident memory of idle kept-alive clients (tools/idle-load's figures)."""
+    rows = {}
+    for protocol in ("http1", "http2"):
+        for pattern, _ in IDLE_ROWS:
+            name = pattern.format(protocol)
+            rounds = []
+            for path in sorted(glob.glob(os.path.join(work, f"{name}.*.idle"))):
+                words = open(path).read().split()
+                figures = dict(zip(words[::2], words[1::2]))
+                if "per_connection_kib" in figures:
+                    rounds.append({k: float(v) for k, v in figures.items()})
+            if rounds:
+                rows[name] = {key: median(r[key] for r in rounds) for key in rounds[0]}
+                rows[name]["rounds"] = rounds
+    if not rows:
+        return "", {}
+    lines = ["", "Idle kept-alive clients, resident memory of the proxy (one worker):", "",
+             "| protocol | row | clients answered / still open | before | highest | idle | per idle client | vs nginx |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for protocol in ("http1", "http2"):
+        nginx = rows.get(f"nginx-idle-{protocol}")
+        for pattern, label in IDLE_ROWS:
+            r = rows.get(pattern.format(protocol))
+            if not r:
+                continue
+            mib = lambda kib: f"{kib / 1024:.1f} MiB"
+            ratio = f"{r['per_connection_kib'] / nginx['per_connection_kib']:.1f}x" if nginx and nginx["per_connection_kib"] > 0 else "–"
+            lines.append(f"| {protocol} | {label} | {r['answered']:.0f} / {r['alive']:.0f} | {mib(r['rss_before_kib'])} | "
+                         f"{mib(r['rss_peak_kib'])} | {mib(r['rss_idle_kib'])} | {r['per_connection_kib']:.1f} KiB | {ratio} |")
+        seq, burst = rows.get(f"gateway-idle-{protocol}"), rows.get(f"gateway-idle-{protocol}-burst")
+        if seq and burst:
+            lines.append(f"| {protocol} | after the burst vs one after another | | | | "
+                         f"{burst['rss_idle_kib'] / seq['rss_idle_kib']:.2f}x | | |")
+    return "\n".join(lines), rows
+
+
 def main():
     work, out, smoke, connections, duration, rounds = sys.argv[1:7]
     # BENCH_ROWS runs a subset: report the rows that ran, ratios where possible.
@@ -209,6 +253,10 @@ def main():
     if tls:
         markdown += f"{tls}\n"
         results.update(tls_results)
+    idle, idle_results = idle_table(work)
+    if idle:
+        markdown += f"{idle}\n"
+        results.update(idle_results)
     open(os.path.join(out, base + ".md"), "w").write(markdown)
     json.dump({"kind": kind, "setup": setup, "machine": machine, "rows": results},
               open(os.path.join(out, base + ".json"), "w"), indent=2)
