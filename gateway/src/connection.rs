@@ -1,25 +1,33 @@
 //! One client connection from accept to close: its first bytes within the
 //! header timeout, the send timeout on its socket, the TLS handshake on a
-//! TLS listener, the framing scanner, hyper serving it, and its end: idle (no request for `idle_timeout`),
-//! shutdown (graceful), or the client leaving. What it holds while open (its
-//! place under `max_connections` and the per-address limit, and a drain
-//! guard) passes to a WebSocket tunnel it becomes.
+//! TLS listener, the framing scanner, hyper serving it (an HTTP/1.1 one
+//! parked between requests), and its end: idle (no request for
+//! `idle_timeout`), shutdown (graceful), or the client leaving. What it
+//! holds while open (its place under `max_connections` and the per-address
+//! limit, and a drain guard) passes to a WebSocket tunnel it becomes.
+
+mod activity;
+mod parked;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
+use self::activity::{Activity, Tracked, own_header_values};
+use self::parked::Parkable;
 use crate::edge::{self, framing};
 use crate::proxy;
 use crate::snapshot::Snapshot;
@@ -29,7 +37,8 @@ use crate::tls;
 pub struct Listener {
     /// The snapshot new requests start on (the gateway's current one).
     pub snapshot: Box<dyn Fn() -> Arc<Snapshot> + Send + Sync>,
-    pub builder: auto::Builder<TokioExecutor>,
+    pub http1: http1::Builder,
+    pub http2: http2::Builder<TokioExecutor>,
     pub rules: Arc<edge::Rules>,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
@@ -74,14 +83,17 @@ impl Listener {
         });
         // A client that sends nothing is closed after the header timeout,
         // before hyper's own timer (which starts once a protocol is known).
-        if !first_bytes_within(&stream, self.header_timeout).await {
+        let Some(http2) = first_bytes(&stream, self.header_timeout).await else {
             return;
-        }
+        };
+        // What a connection waits on next is boxed, sized for itself: the
+        // task holds only this function's own small state, so an idle plain
+        // connection does not carry room for a TLS handshake.
         let stream = edge::stall::SendTimeout::new(stream, self.send_timeout);
         let Some(acceptor) = tls else {
-            return self.serve_http(stream, client, None, held).await;
+            return Box::pin(self.serve_http(stream, client, None, held, http2)).await;
         };
-        let (stream, session) = match acceptor.accept(stream).await {
+        let (stream, session) = match Box::pin(acceptor.accept(stream)).await {
             Ok(accepted) => accepted,
             Err(reason) => {
                 tracing::debug!(%client, %reason, "TLS handshake failed");
@@ -90,26 +102,34 @@ impl Listener {
         };
         // As on plain connections, an HTTP/2 preface must arrive whole
         // within the header timeout (hyper would wait for it forever).
-        match edge::rewind::first_bytes(stream, PREFACE, self.header_timeout).await {
+        let first = Box::pin(edge::rewind::first_bytes(
+            stream,
+            PREFACE,
+            self.header_timeout,
+        ));
+        match first.await {
             Some(stream) => {
-                self.serve_http(stream, client, Some(Arc::new(session)), held)
-                    .await
+                let http2 = stream.ahead() == PREFACE;
+                let session = Some(Arc::new(session));
+                Box::pin(self.serve_http(stream, client, session, held, http2)).await
             }
             None => tracing::debug!(%client, "no request within the header timeout; closed"),
         }
     }
 
-    /// Serves HTTP/1.1 or HTTP/2 (by its preface) on `io` to its end.
+    /// Serves HTTP/1.1 or HTTP/2 (`http2`: its preface came) on `io` to its end.
     async fn serve_http<IO>(
         self: Arc<Self>,
         io: IO,
         client: SocketAddr,
         tls: Option<Arc<tls::Session>>,
         held: Arc<Held>,
+        http2: bool,
     ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (stream, framing) = framing::watch(io, self.max_head);
+        let scanned = framing.clone();
         let peer = Arc::new(edge::Client::new(
             client,
             self.rules.clone(),
@@ -117,7 +137,7 @@ impl Listener {
             Some(held),
             tls,
         ));
-        let activity = Arc::new(Activity::new());
+        let activity = Activity::new();
         let service = {
             let listener = self.clone();
             let activity = activity.clone();
@@ -125,21 +145,123 @@ impl Listener {
                 // Each request runs to the end on the snapshot it started with.
                 let snapshot = (listener.snapshot)();
                 let peer = peer.clone();
-                let activity = activity.clone();
+                let busy = activity.request();
                 async move {
-                    let _busy = activity.request();
-                    Ok::<_, Infallible>(proxy::handle(&snapshot, request, &peer).await)
+                    let mut response = proxy::handle(&snapshot, request, &peer).await;
+                    if http2 {
+                        own_header_values(response.headers_mut());
+                    }
+                    // On HTTP/2 a request is busy until its answer's head:
+                    // a stream a client never opens its window for must not
+                    // keep the connection from ever being idle.
+                    let busy = (!http2).then_some(busy);
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy, http2)))
                 }
             })
         };
-        let connection = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service);
-        tokio::pin!(connection);
         let mut shutdown = self.drain.signal();
-        // Once asked to close, a connection gets a while to finish what is in
-        // flight; a client that stalls the goodbye (no ack of HTTP/2's last
-        // ping, a stream window left at zero) is dropped after it.
+        if http2 {
+            let mut connection =
+                Box::pin(self.http2.serve_connection(TokioIo::new(stream), service));
+            let end = self
+                .run(
+                    connection.as_mut(),
+                    |c| c.graceful_shutdown(),
+                    &activity,
+                    &mut shutdown,
+                    client,
+                    None,
+                )
+                .await;
+            debug_assert!(matches!(end, End::Closed));
+            return;
+        }
+        // HTTP/1.1: hyper serves while requests come; a connection at rest
+        // between requests is parked (hyper's connection dropped, only the
+        // socket kept) until the client's next bytes, the idle timeout or
+        // shutdown.
+        let mut io = Parkable::new(stream, activity.clone());
+        let mut park = Park {
+            after: PARK_AFTER.min(self.header_timeout / 2),
+            answered: 0,
+        };
+        loop {
+            let mut connection = Box::new(
+                self.http1
+                    .serve_connection(TokioIo::new(io), service.clone())
+                    .with_upgrades(),
+            );
+            let end = self
+                .run(
+                    Pin::new(&mut *connection),
+                    |c| c.graceful_shutdown(),
+                    &activity,
+                    &mut shutdown,
+                    client,
+                    Some((park, &|| activity.at_rest() && scanned.between_requests())),
+                )
+                .await;
+            let parts = match (end, connection.into_parts()) {
+                (End::AtRest, Some(parts)) => parts,
+                _ => return,
+            };
+            // The bytes hyper read ahead share its whole read buffer: they
+            // are copied out (if any) and the buffer dropped before waiting.
+            let http1::Parts {
+                io: tokio_io,
+                read_buf,
+                ..
+            } = parts;
+            io = tokio_io.into_inner();
+            if !read_buf.is_empty() {
+                // hyper had read the start of a next head with the last
+                // answer's bytes: a new hyper goes on from it at once, and is
+                // not parked before an answer, so a trickled head cannot
+                // restart its header timeout again and again.
+                io.unread(&read_buf);
+                park.answered = activity.answered() + 1;
+                continue;
+            }
+            drop(read_buf);
+            let _parked = crate::metrics::metrics().connection_parked();
+            let woke = tokio::select! {
+                more = io.wait_for_bytes() => Some(more),
+                _ = shutdown.wait_for(|stop| *stop) => None,
+                () = activity.idle_for(self.idle_timeout) => {
+                    tracing::debug!(%client, "idle connection closed");
+                    None
+                }
+            };
+            match woke {
+                Some(true) => {}
+                Some(false) => return,
+                None => return close(io).await,
+            }
+        }
+    }
+
+    /// Runs hyper's `connection` until it ends, or (with `park`) until it
+    /// may be parked. Asked to close (idle
+    /// for `idle_timeout`, or shutdown), it gets `close_grace` to finish
+    /// what is in flight; a client that stalls the goodbye (no ack of
+    /// HTTP/2's last ping, a stream window left at zero) is dropped after it.
+    async fn run<C>(
+        &self,
+        mut connection: Pin<&mut C>,
+        close_gracefully: impl Fn(Pin<&mut C>),
+        activity: &Activity,
+        shutdown: &mut watch::Receiver<bool>,
+        client: SocketAddr,
+        park: Option<(Park, &(dyn Fn() -> bool + Sync))>,
+    ) -> End
+    where
+        C: Future<Output = hyper::Result<()>>,
+    {
+        let idle = activity.idle_for(self.idle_timeout);
+        tokio::pin!(idle);
+        let rest_for = park.map_or(self.idle_timeout, |(park, _)| park.after);
+        let rest = activity.idle_for(rest_for);
+        tokio::pin!(rest);
         let mut closing: Option<Instant> = None;
         loop {
             // Only awaited while closing (the branch below is off otherwise).
@@ -149,70 +271,58 @@ impl Listener {
                     if let Err(error) = ended {
                         tracing::debug!(%client, %error, "connection ended with an error");
                     }
-                    return;
+                    return End::Closed;
                 }
                 _ = shutdown.wait_for(|stop| *stop), if closing.is_none() => {
-                    connection.as_mut().graceful_shutdown();
+                    close_gracefully(connection.as_mut());
                     closing = Some(Instant::now() + self.close_grace);
                 }
-                () = activity.idle_for(self.idle_timeout), if closing.is_none() => {
+                () = &mut idle, if closing.is_none() => {
                     tracing::debug!(%client, "idle connection closed");
-                    connection.as_mut().graceful_shutdown();
+                    close_gracefully(connection.as_mut());
                     closing = Some(Instant::now() + self.close_grace);
+                }
+                () = &mut rest, if closing.is_none() && park.is_some() => {
+                    if park.is_some_and(|(park, at_rest)| {
+                        at_rest() && activity.answered() >= park.answered
+                    }) {
+                        return End::AtRest;
+                    }
+                    // Checked again a quarter of `park.after` later.
+                    rest.set(activity.idle_for(rest_for));
                 }
                 () = tokio::time::sleep_until(give_up), if closing.is_some() => {
                     tracing::debug!(%client, "connection did not close in time; dropped");
-                    return;
+                    return End::Closed;
                 }
             }
         }
     }
 }
 
-/// Requests in flight on one connection and when the last one ended.
-struct Activity {
-    started: Instant,
-    in_flight: AtomicUsize,
-    last_ms: AtomicU64,
+/// How long an HTTP/1.1 connection is at rest before it is parked: long
+/// enough that a client sending request after request never is.
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// When `Listener::run` may park an HTTP/1.1 connection: at rest (its
+/// answers sent, its requests read whole, nothing of a next one come, not
+/// closing) for `after`, once `answered` answers have ended on it.
+#[derive(Clone, Copy)]
+struct Park {
+    after: Duration,
+    answered: u64,
 }
 
-struct Busy<'a>(&'a Activity);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        let now = self.0.started.elapsed().as_millis() as u64;
-        self.0.last_ms.store(now, Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
+/// Why `Listener::run` returned.
+enum End {
+    Closed,
+    AtRest,
 }
 
-impl Activity {
-    fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn request(&self) -> Busy<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Busy(self)
-    }
-
-    /// Resolves once no request has been in flight for `idle` (checked four
-    /// times per `idle`).
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            tokio::time::sleep(idle / 4).await;
-            let since = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            if self.in_flight.load(Ordering::Relaxed) == 0
-                && self.started.elapsed().saturating_sub(since) >= idle
-            {
-                return;
-            }
-        }
-    }
+/// Closes a parked connection: nothing is in flight, so it only says
+/// goodbye (TLS's close_notify, TCP's FIN), within a second.
+async fn close<IO: AsyncWrite + Unpin>(mut io: IO) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
 }
 
 /// Connections (and tunnels) still open, and the signal that asks them to
@@ -342,24 +452,30 @@ fn counted_as(ip: IpAddr) -> IpAddr {
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Waits until the client sends its first bytes, or says it never did. An
-/// HTTP/2 preface that arrives in pieces is waited for whole, since hyper's
-/// protocol sniffing reads it with no time limit.
+/// HTTP/2 preface that arrives in pieces is waited for whole, since hyper
+/// would read it with no time limit.
 pub async fn first_bytes_within(stream: &TcpStream, limit: Duration) -> bool {
+    first_bytes(stream, limit).await.is_some()
+}
+
+/// As `first_bytes_within`, saying whether they were HTTP/2's preface.
+async fn first_bytes(stream: &TcpStream, limit: Duration) -> Option<bool> {
     let deadline = Instant::now() + limit;
     let mut seen = [0u8; PREFACE.len()];
     let mut pause = Duration::from_millis(5);
     loop {
         let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut seen)).await;
         match peeked {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
-            Ok(Ok(n)) if n == PREFACE.len() || seen[..n] != PREFACE[..n] => return true,
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            Ok(Ok(n)) if n == PREFACE.len() => return Some(seen[..] == *PREFACE),
+            Ok(Ok(n)) if seen[..n] != PREFACE[..n] => return Some(false),
             // Waiting longer each time: peek cannot wait for *more* bytes.
             Ok(Ok(_)) => {
                 if tokio::time::timeout_at(deadline, tokio::time::sleep(pause))
                     .await
                     .is_err()
                 {
-                    return false;
+                    return None;
                 }
                 pause = (pause * 2).min(Duration::from_millis(500));
             }

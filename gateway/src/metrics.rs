@@ -114,6 +114,7 @@ pub struct Metrics {
     rate_limit_decisions: Family<DecisionLabels, Counter>,
     rate_limit_store_errors: Family<BackendLabels, Counter>,
     connections_open: Gauge,
+    connections_parked: Gauge,
     connections_accepted: Counter,
     tls_handshakes: Family<ResultLabels, Counter>,
 }
@@ -211,6 +212,7 @@ impl Metrics {
             rate_limit_decisions: Family::default(),
             rate_limit_store_errors: Family::default(),
             connections_open: Gauge::default(),
+            connections_parked: Gauge::default(),
             connections_accepted: Counter::default(),
             tls_handshakes: Family::default(),
         };
@@ -300,6 +302,11 @@ impl Metrics {
             self.connections_open.clone(),
         );
         r.register(
+            "gateway_connections_parked",
+            "Idle HTTP/1.1 client connections parked between requests (holding no buffers)",
+            self.connections_parked.clone(),
+        );
+        r.register(
             "gateway_connections_accepted",
             "Client connections accepted on the proxy listeners",
             self.connections_accepted.clone(),
@@ -323,6 +330,13 @@ impl Metrics {
         self.connections_accepted.inc();
         self.connections_open.inc();
         OpenConnection(self.connections_open.clone())
+    }
+
+    /// An HTTP/1.1 connection parked between requests, until the guard is
+    /// dropped.
+    pub fn connection_parked(&self) -> OpenConnection {
+        self.connections_parked.inc();
+        OpenConnection(self.connections_parked.clone())
     }
 
     /// A TLS handshake ended: `ok`, `failed` or `timeout`.
@@ -411,7 +425,7 @@ pub struct TargetState {
     pub circuit: i64,
 }
 
-/// Keeps a connection counted as open.
+/// Keeps a connection counted as open (or parked) until dropped.
 #[derive(Debug)]
 pub struct OpenConnection(Gauge);
 

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -349,7 +349,8 @@ pub async fn serve(
 ) {
     let connections = Arc::new(connection::Listener {
         snapshot: Box::new(move || gateway.snapshot()),
-        builder: connection_builder(settings),
+        http1: http1_builder(settings),
+        http2: http2_builder(settings),
         rules: Arc::new(edge::Rules::new(settings)),
         header_timeout: settings.header_read_timeout.0,
         idle_timeout: settings.idle_timeout.0,
@@ -440,19 +441,24 @@ pub async fn accept(
     }
 }
 
-/// hyper's HTTP/1.1 and HTTP/2 settings from `server:`.
-fn connection_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// hyper's HTTP/1.1 settings from `server:`.
+fn http1_builder(settings: &ServerConfig) -> http1::Builder {
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
-        // Also closes a kept-alive connection that sends no next request.
+        // From a request's first byte (a parked connection's hyper starts
+        // there) until its whole head.
         .header_read_timeout(settings.header_read_timeout.0)
         // hyper answers 431 when the head outgrows its read buffer.
         .max_buf_size(settings.max_header_bytes.max(8192));
-    let h2 = &settings.http2;
     builder
-        .http2()
+}
+
+/// hyper's HTTP/2 settings from `server:`.
+fn http2_builder(settings: &ServerConfig) -> http2::Builder<TokioExecutor> {
+    let h2 = &settings.http2;
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(h2.max_concurrent_streams)

@@ -18,6 +18,7 @@ mod deadlines;
 mod grants;
 mod health;
 mod held;
+mod idle;
 mod metrics;
 #[cfg(feature = "otlp")]
 mod otlp;

@@ -25,6 +25,9 @@ pub struct Findings {
     /// The scanner lost the thread: later requests on the connection would
     /// go unchecked, so the connection ends after the current answer.
     lost: AtomicBool,
+    /// Every request read so far was whole, body included, and nothing of
+    /// a next one has come: the connection is between requests.
+    between: AtomicBool,
 }
 
 impl Default for Findings {
@@ -33,6 +36,7 @@ impl Default for Findings {
             ambiguous_from: AtomicU64::new(u64::MAX),
             requests: AtomicU64::new(0),
             lost: AtomicBool::new(false),
+            between: AtomicBool::new(true),
         }
     }
 }
@@ -50,6 +54,12 @@ impl Findings {
     /// what follows could not be checked.
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Whether the client has sent whole requests only (bodies included)
+    /// and nothing of a next one, as far as the scanner follows them.
+    pub fn between_requests(&self) -> bool {
+        self.between.load(Ordering::Relaxed) && !self.lost()
     }
 }
 
@@ -123,7 +133,14 @@ impl Scanner {
         }
     }
 
-    fn feed(&mut self, mut bytes: &[u8]) {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.follow(bytes);
+        let between =
+            matches!(self.state, State::Head) && !self.head.started && self.line.is_empty();
+        self.findings.between.store(between, Ordering::Relaxed);
+    }
+
+    fn follow(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             match self.state {
                 State::Off => return,

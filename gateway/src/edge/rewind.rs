@@ -45,6 +45,13 @@ where
     }
 }
 
+impl<IO> Rewind<IO> {
+    /// The bytes read ahead and not yet handed on.
+    pub fn ahead(&self) -> &[u8] {
+        &self.ahead[self.offset..]
+    }
+}
+
 impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -144,6 +144,14 @@ impl Backend {
         self.state.accepted.load(Ordering::SeqCst)
     }
 
+    /// TCP connections open now (served and not yet closed).
+    pub fn connections_open(&self) -> usize {
+        self.state
+            .connections
+            .lock()
+            .map_or(0, |list| list.iter().filter(|c| !c.is_finished()).count())
+    }
+
     pub fn health_checks(&self) -> usize {
         self.state.health_checks.load(Ordering::SeqCst)
     }
