@@ -8,6 +8,20 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use gateway::config;
 
+/// jemalloc, measured against glibc's malloc and mimalloc for idle and
+/// bursty connections (BENCHMARKS.md): what a burst or a parked connection
+/// frees goes back to the system.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its first allocation: freed pages go back to
+/// the system within about a second (by jemalloc's background thread, so
+/// also when the gateway has gone quiet after a burst), not ten.
+#[allow(unsafe_code)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: &[u8; 60] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 /// A WebAssembly plugin-driven API gateway.
 #[derive(Parser)]
 #[command(name = "gateway", version, about, propagate_version = true)]
