@@ -13,13 +13,13 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 
 use super::activity::Activity;
+use crate::edge::rewind::Ahead;
 
 #[derive(Debug)]
 pub struct Parkable<IO> {
     io: IO,
     /// Bytes read while parked, handed to hyper first.
-    ahead: Vec<u8>,
-    offset: usize,
+    ahead: Ahead,
     activity: Arc<Activity>,
 }
 
@@ -27,24 +27,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Parkable<IO> {
     pub fn new(io: IO, activity: Arc<Activity>) -> Self {
         Self {
             io,
-            ahead: Vec::new(),
-            offset: 0,
+            ahead: Ahead::default(),
             activity,
         }
     }
 
     /// Puts bytes hyper had read but not used back in front.
     pub fn unread(&mut self, bytes: &[u8]) {
-        let mut ahead = bytes.to_vec();
-        ahead.extend_from_slice(&self.ahead[self.offset..]);
-        self.ahead = ahead;
-        self.offset = 0;
+        self.ahead.unread(bytes);
     }
 
     /// Waits, holding no buffer, until the client sends its next bytes
     /// (kept for hyper), and says whether it did rather than close.
     pub async fn wait_for_bytes(&mut self) -> bool {
-        if self.offset < self.ahead.len() {
+        if !self.ahead.rest().is_empty() {
             return true;
         }
         // A request head's first bytes; hyper reads the rest itself.
@@ -54,8 +50,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Parkable<IO> {
             Ok(n) => {
                 self.activity.saw_read(n);
                 self.activity.woke();
-                self.ahead = first[..n].to_vec();
-                self.offset = 0;
+                self.ahead = Ahead::new(first[..n].to_vec());
                 true
             }
         }
@@ -69,15 +64,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Parkable<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.offset < this.ahead.len() {
-            let rest = &this.ahead[this.offset..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.offset += n;
-            if this.offset == this.ahead.len() {
-                this.ahead = Vec::new();
-                this.offset = 0;
-            }
+        if this.ahead.take_into(buf) {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();

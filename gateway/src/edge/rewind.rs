@@ -12,9 +12,50 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 /// `io` with `ahead` read from it already.
 #[derive(Debug)]
 pub struct Rewind<IO> {
-    ahead: Vec<u8>,
-    offset: usize,
+    ahead: Ahead,
     io: IO,
+}
+
+/// Bytes read from a socket before their reader was ready for them, handed
+/// to it first (here, and by a parked HTTP/1.1 connection).
+#[derive(Debug, Default)]
+pub struct Ahead {
+    bytes: Vec<u8>,
+    offset: usize,
+}
+
+impl Ahead {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self { bytes, offset: 0 }
+    }
+
+    /// What is left to hand on.
+    pub fn rest(&self) -> &[u8] {
+        &self.bytes[self.offset..]
+    }
+
+    /// Puts `bytes` in front of what is left.
+    pub fn unread(&mut self, bytes: &[u8]) {
+        let mut ahead = bytes.to_vec();
+        ahead.extend_from_slice(self.rest());
+        *self = Self::new(ahead);
+    }
+
+    /// Fills `buf` from what is left; false when nothing is (read the
+    /// socket then). The buffer is freed once handed on whole.
+    pub fn take_into(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let rest = self.rest();
+        if rest.is_empty() {
+            return false;
+        }
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        self.offset += n;
+        if self.offset == self.bytes.len() {
+            *self = Self::default();
+        }
+        true
+    }
 }
 
 /// Reads the client's first bytes within `limit`: at least one, and all of
@@ -37,8 +78,7 @@ where
         if filled == preface.len() || ahead[..filled] != preface[..filled] {
             ahead.truncate(filled);
             return Some(Rewind {
-                ahead,
-                offset: 0,
+                ahead: Ahead::new(ahead),
                 io,
             });
         }
@@ -48,7 +88,7 @@ where
 impl<IO> Rewind<IO> {
     /// The bytes read ahead and not yet handed on.
     pub fn ahead(&self) -> &[u8] {
-        &self.ahead[self.offset..]
+        self.ahead.rest()
     }
 }
 
@@ -59,15 +99,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.offset < this.ahead.len() {
-            let rest = &this.ahead[this.offset..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.offset += n;
-            if this.offset == this.ahead.len() {
-                this.ahead = Vec::new();
-                this.offset = 0;
-            }
+        if this.ahead.take_into(buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.io).poll_read(cx, buf)
