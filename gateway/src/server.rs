@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::tls::Listen;
@@ -314,9 +314,7 @@ pub async fn bind(gateway: &Arc<Gateway>, config: &Config) -> Result<Vec<Bound>,
     let mut bound = Vec::new();
     for (i, listener) in config.listen.0.iter().enumerate() {
         let address = listener.address;
-        let socket = TcpListener::bind(address)
-            .await
-            .map_err(|source| StartError::Bind { address, source })?;
+        let socket = listen(address).map_err(|source| StartError::Bind { address, source })?;
         let tls = match &listener.tls {
             None => None,
             Some(settings) => {
@@ -334,6 +332,23 @@ pub async fn bind(gateway: &Arc<Gateway>, config: &Config) -> Result<Vec<Bound>,
         });
     }
     Ok(bound)
+}
+
+/// Connections the kernel completes for us before we accept them. tokio's
+/// `TcpListener::bind` asks for 1,024: a burst of thousands of new HTTP/2
+/// clients on one worker overflowed it and a quarter of them were reset. Linux
+/// caps it at `net.core.somaxconn` (4,096 by default since 5.4).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restarted gateway rebinds at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Accepts connections on every listener until `shutdown` resolves, then

@@ -345,3 +345,33 @@ async fn a_request_whose_body_is_still_coming_is_never_parked() {
     }
     assert_eq!(svc.served(), 1, "only the POST reached the upstream");
 }
+
+#[tokio::test]
+async fn clients_past_max_connections_wait_in_a_backlog_of_thousands() {
+    // One connection allowed: while it is open the gateway accepts no more,
+    // and the kernel completes connections for it up to the listen backlog.
+    let (_svc, gw) = gateway("max_connections: 1", "").await;
+    let held = TcpStream::connect(gw.addr).await.expect("connect");
+    let backlog: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(4096, |max: usize| max.min(4096));
+    // A burst of new clients past a thousand (what tokio's default backlog
+    // held): each is connected at once, none is refused or left hanging.
+    let burst = (backlog - 100).min(3000);
+    let mut waiting = Vec::with_capacity(burst);
+    for _ in 0..burst {
+        let connect = tokio::time::timeout(Duration::from_millis(900), TcpStream::connect(gw.addr));
+        match connect.await {
+            Ok(Ok(stream)) => waiting.push(stream),
+            other => panic!(
+                "client {} of {burst} not connected at once: {other:?}",
+                waiting.len() + 1
+            ),
+        }
+    }
+    // Once the held one closes, the next in line is served.
+    drop(held);
+    let (head, _) = exchange(&mut waiting[0], &[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+}
