@@ -346,6 +346,84 @@ async fn a_request_whose_body_is_still_coming_is_never_parked() {
     assert_eq!(svc.served(), 1, "only the POST reached the upstream");
 }
 
+/// Sends a POST with `body_len` bytes over `client`, in 16 KiB frames a few
+/// milliseconds apart, and returns the upstream's echo of it.
+async fn h2_echo(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    authority: &str,
+    body_len: usize,
+) -> serde_json::Value {
+    let request = http::Request::post(format!("http://{authority}/h2"))
+        .header("x-team", "platform-edge-gateway")
+        .header("user-agent", "idle-test/1.0 (resting between requests)")
+        .body(())
+        .expect("request");
+    let (response, mut sending) = client
+        .send_request(request, body_len == 0)
+        .expect("send request");
+    let mut left = body_len;
+    while left > 0 {
+        let frame = left.min(16 * 1024);
+        left -= frame;
+        sending
+            .send_data(bytes::Bytes::from(vec![b'x'; frame]), left == 0)
+            .expect("send data");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("an answer in time")
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    while let Some(data) = body.data().await {
+        let data = data.expect("data");
+        let _ = body.flow_control().release_capacity(data.len());
+        got.extend_from_slice(&data);
+    }
+    serde_json::from_slice(&got).expect("echo json")
+}
+
+#[tokio::test]
+async fn an_http2_connection_at_rest_keeps_its_header_table_and_takes_big_frames_after() {
+    let (_svc, gw) = gateway("", "").await;
+    let tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let authority = gw.addr.to_string();
+    // The first request's headers go into both sides' HPACK tables.
+    let first = h2_echo(&mut client, &authority, 0).await;
+    assert_eq!(first["headers"]["x-team"][0], "platform-edge-gateway");
+    for round in 0..2 {
+        // At rest, the gateway holds none of the connection's read, write
+        // or Huffman buffers; the header table stays.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The same headers now arrive as table indexes, and a body of
+        // frames larger than a read.
+        let echo = h2_echo(&mut client, &authority, 200 * 1024 + round).await;
+        assert_eq!(echo["headers"]["x-team"][0], "platform-edge-gateway");
+        assert_eq!(
+            echo["headers"]["user-agent"][0],
+            "idle-test/1.0 (resting between requests)"
+        );
+        assert_eq!(echo["headers"]["x-forwarded-host"][0], authority.as_str());
+        assert_eq!(echo["body_bytes"], 200 * 1024 + round);
+    }
+    // Streams side by side after a rest still each get their own answer.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let together: Vec<_> = (0..20)
+        .map(|i| {
+            let mut client = client.clone();
+            let authority = authority.clone();
+            tokio::spawn(async move { h2_echo(&mut client, &authority, i * 1000).await })
+        })
+        .collect();
+    for (i, echo) in together.into_iter().enumerate() {
+        assert_eq!(echo.await.expect("stream")["body_bytes"], i * 1000);
+    }
+}
+
 #[tokio::test]
 async fn clients_past_max_connections_wait_in_a_backlog_of_thousands() {
     // One connection allowed: while it is open the gateway accepts no more,

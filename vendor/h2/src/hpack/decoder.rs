@@ -158,7 +158,8 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // Patched for the gateway: taken when a Huffman string is decoded.
+            buffer: BytesMut::new(),
         }
     }
 
@@ -175,6 +176,22 @@ impl Decoder {
 
     /// Decodes the headers found in the given buffer.
     pub fn decode<F>(
+        &mut self,
+        src: &mut Cursor<&mut BytesMut>,
+        f: F,
+    ) -> Result<(), DecoderError>
+    where
+        F: FnMut(Header) -> ControlFlow<()>,
+    {
+        let decoded = self.decode_block(src, f);
+        // Patched for the gateway: the Huffman arena is shared with the header
+        // values just decoded; letting go of it here means a connection between
+        // requests holds none.
+        self.buffer = BytesMut::new();
+        decoded
+    }
+
+    fn decode_block<F>(
         &mut self,
         src: &mut Cursor<&mut BytesMut>,
         mut f: F,
@@ -214,8 +231,10 @@ impl Decoder {
                     can_resize = false;
                     let entry = self.decode_literal(src, true)?;
 
-                    // Insert the header into the table
-                    self.table.insert(entry.clone());
+                    // Insert the header into the table. Patched for the
+                    // gateway: a copy, as the table outlives the read and
+                    // Huffman buffers the entry was decoded from.
+                    self.table.insert(entry.detached());
                     consume(src);
 
                     if f(entry).is_break() {
@@ -333,6 +352,9 @@ impl Decoder {
 
         let offset = (buf.position() - old_pos) as usize;
         if huff {
+            if self.buffer.capacity() == 0 {
+                self.buffer.reserve(4096);
+            }
             let ret = {
                 let raw = &buf.chunk()[..len];
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {

@@ -61,6 +61,17 @@ impl Header<Option<HeaderName>> {
 }
 
 impl Header {
+    /// Patched for the gateway: the header sharing no buffer with the bytes it
+    /// was decoded from (field names and values are copies already).
+    pub fn detached(&self) -> Header {
+        match self {
+            Header::Authority(v) => Header::Authority(v.detached()),
+            Header::Scheme(v) => Header::Scheme(v.detached()),
+            Header::Path(v) => Header::Path(v.detached()),
+            other => other.clone(),
+        }
+    }
+
     pub fn new(name: Bytes, value: Bytes) -> Result<Header, DecoderError> {
         if name.is_empty() {
             return Err(DecoderError::NeedMore(NeedMore::UnexpectedEndOfStream));
@@ -264,6 +275,10 @@ impl<'a> Name<'a> {
 // ===== impl BytesStr =====
 
 impl BytesStr {
+    fn detached(&self) -> Self {
+        BytesStr(Bytes::copy_from_slice(&self.0))
+    }
+
     pub(crate) const fn from_static(value: &'static str) -> Self {
         BytesStr(Bytes::from_static(value.as_bytes()))
     }
