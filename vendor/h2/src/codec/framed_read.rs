@@ -27,7 +27,8 @@ const DEFAULT_SETTINGS_MAX_HEADER_LIST_SIZE: usize = 16 << 20;
 /// are not yet a whole frame. tokio-util's keeps 8 KiB for the life of the
 /// connection, a third of what an idle HTTP/2 connection costs; this one lets
 /// the buffer go once every byte is decoded and waits for the next bytes with
-/// none, reading the first of them onto the stack.
+/// none, reading them onto the stack and copying exactly what came into a new
+/// buffer, so that frames kept from it pin no more than they brought.
 #[derive(Debug)]
 pub struct InnerFramedRead<T> {
     io: T,
@@ -92,22 +93,24 @@ impl<T: AsyncRead + Unpin> InnerFramedRead<T> {
                 return Poll::Ready(Some(Err(io::Error::other("bytes remaining on stream"))));
             }
             let read = if self.buf.is_empty() {
-                // Frames decoded earlier may still share this allocation; they
-                // keep it alive as long as they need it.
+                // Nothing held while waiting: frames decoded earlier keep the
+                // old allocation alive for as long as they need it.
                 self.buf = BytesMut::new();
                 let mut stack = [MaybeUninit::<u8>::uninit(); READ_SIZE];
                 let mut first = ReadBuf::uninit(&mut stack);
                 let polled = Pin::new(&mut self.io).poll_read(cx, &mut first);
                 ready!(polled).inspect_err(|_| self.errored = true)?;
-                let bytes = first.filled();
-                if !bytes.is_empty() {
-                    self.buf.reserve(READ_SIZE.max(bytes.len()));
-                    self.buf.extend_from_slice(bytes);
-                }
-                bytes.len()
+                // Exactly what was read: frames decoded from it (a DATA
+                // payload waiting for the upstream, a request's `:path`)
+                // keep this allocation alive, so it must hold no spare room
+                // they would pin with it.
+                self.buf = BytesMut::from(first.filled());
+                self.buf.len()
             } else {
-                // The codec reserved room for the frame it is waiting for.
-                self.buf.reserve(1);
+                // The codec reserved room for the frame it is waiting for,
+                // once it has its head; until then, room for the head. Never
+                // more: spare room would be pinned by the frames read into it.
+                self.buf.reserve(frame::HEADER_LEN);
                 let polled = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
                 ready!(polled).inspect_err(|_| self.errored = true)?
             };

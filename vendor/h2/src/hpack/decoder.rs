@@ -158,7 +158,8 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            // Patched for the gateway: taken when a Huffman string is decoded.
+            // Patched for the gateway: taken per header block, when a Huffman
+            // string is decoded (see `decode_string`).
             buffer: BytesMut::new(),
         }
     }
@@ -352,8 +353,12 @@ impl Decoder {
 
         let offset = (buf.position() - old_pos) as usize;
         if huff {
+            // One arena per header block, sized to what the block's remaining
+            // bytes can decode to: every string of a block shares it (one
+            // allocation a block), and what in-flight requests keep of it is
+            // bounded by the bytes they sent, not by a fixed 4 KiB.
             if self.buffer.capacity() == 0 {
-                self.buffer.reserve(4096);
+                self.buffer.reserve(buf.remaining() * 8 / 5 + 1);
             }
             let ret = {
                 let raw = &buf.chunk()[..len];

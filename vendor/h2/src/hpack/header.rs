@@ -62,13 +62,15 @@ impl Header<Option<HeaderName>> {
 
 impl Header {
     /// Patched for the gateway: the header sharing no buffer with the bytes it
-    /// was decoded from (field names and values are copies already).
+    /// was decoded from (field names and values are copies already, methods
+    /// and statuses hold no bytes).
     pub fn detached(&self) -> Header {
         match self {
             Header::Authority(v) => Header::Authority(v.detached()),
             Header::Scheme(v) => Header::Scheme(v.detached()),
             Header::Path(v) => Header::Path(v.detached()),
-            other => other.clone(),
+            Header::Protocol(v) => Header::Protocol(v.detached()),
+            Header::Field { .. } | Header::Method(_) | Header::Status(_) => self.clone(),
         }
     }
 
@@ -275,7 +277,7 @@ impl<'a> Name<'a> {
 // ===== impl BytesStr =====
 
 impl BytesStr {
-    fn detached(&self) -> Self {
+    pub(crate) fn detached(&self) -> Self {
         BytesStr(Bytes::copy_from_slice(&self.0))
     }
 
