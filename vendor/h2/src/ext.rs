@@ -22,13 +22,6 @@ impl Protocol {
         }
     }
 
-    /// Patched for the gateway: a copy sharing no buffer (see `Header::detached`).
-    pub(crate) fn detached(&self) -> Self {
-        Self {
-            value: self.value.detached(),
-        }
-    }
-
     /// Returns a str representation of the header.
     pub fn as_str(&self) -> &str {
         self.value.as_str()

@@ -229,6 +229,8 @@ where
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
+        // Patched for the gateway: the buffer released after a flush is
+        // taken again here.
         if self.buf.get_ref().capacity() == 0 {
             self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
         }
@@ -317,12 +319,14 @@ where
 
     fn has_capacity(&self) -> bool {
         let buf = self.buf.get_ref();
-        // A released buffer (capacity 0) is taken again by `buffer`.
+        // Patched for the gateway: a released buffer (capacity 0) is taken
+        // again by `buffer`.
         self.next.is_none()
             && (buf.capacity() == 0 || buf.capacity() - buf.len() >= self.min_buffer_capacity)
     }
 
-    /// Drops the write buffer once everything in it is written.
+    /// Patched for the gateway: drops the write buffer once everything in it
+    /// is written.
     fn release_buffer(&mut self) {
         if self.next.is_none() && self.buf.get_ref().is_empty() && self.buf.get_ref().capacity() > 0 {
             self.buf = Cursor::new(BytesMut::new());

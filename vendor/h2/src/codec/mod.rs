@@ -49,6 +49,8 @@ where
             .num_skip(0) // Don't skip the header
             .new_codec();
 
+        // Patched for the gateway: h2's own read loop around the codec
+        // (`InnerFramedRead`), which holds no buffer while idle.
         let mut inner = FramedRead::new(InnerFramedRead::new(framed_write, delimited));
 
         // Use FramedRead's method since it checks the value is within range.

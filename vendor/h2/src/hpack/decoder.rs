@@ -185,9 +185,8 @@ impl Decoder {
         F: FnMut(Header) -> ControlFlow<()>,
     {
         let decoded = self.decode_block(src, f);
-        // Patched for the gateway: the Huffman arena is shared with the header
-        // values just decoded; letting go of it here means a connection between
-        // requests holds none.
+        // Patched for the gateway: letting go of the Huffman arena after each
+        // header block means a connection between requests holds none.
         self.buffer = BytesMut::new();
         decoded
     }
@@ -232,10 +231,8 @@ impl Decoder {
                     can_resize = false;
                     let entry = self.decode_literal(src, true)?;
 
-                    // Insert the header into the table. Patched for the
-                    // gateway: a copy, as the table outlives the read and
-                    // Huffman buffers the entry was decoded from.
-                    self.table.insert(entry.detached());
+                    // Insert the header into the table
+                    self.table.insert(entry.clone());
                     consume(src);
 
                     if f(entry).is_break() {
@@ -353,12 +350,11 @@ impl Decoder {
 
         let offset = (buf.position() - old_pos) as usize;
         if huff {
-            // One arena per header block, sized to what the block's remaining
-            // bytes can decode to: every string of a block shares it (one
-            // allocation a block), and what in-flight requests keep of it is
-            // bounded by the bytes they sent, not by a fixed 4 KiB.
+            // Patched for the gateway: one arena per header block (nothing
+            // decoded keeps it: values are copied out of it), at most what
+            // 4 KiB of the block decodes to; longer strings grow it.
             if self.buffer.capacity() == 0 {
-                self.buffer.reserve(buf.remaining() * 8 / 5 + 1);
+                self.buffer.reserve(buf.remaining().min(4096) * 8 / 5 + 1);
             }
             let ret = {
                 let raw = &buf.chunk()[..len];

@@ -61,19 +61,6 @@ impl Header<Option<HeaderName>> {
 }
 
 impl Header {
-    /// Patched for the gateway: the header sharing no buffer with the bytes it
-    /// was decoded from (field names and values are copies already, methods
-    /// and statuses hold no bytes).
-    pub fn detached(&self) -> Header {
-        match self {
-            Header::Authority(v) => Header::Authority(v.detached()),
-            Header::Scheme(v) => Header::Scheme(v.detached()),
-            Header::Path(v) => Header::Path(v.detached()),
-            Header::Protocol(v) => Header::Protocol(v.detached()),
-            Header::Field { .. } | Header::Method(_) | Header::Status(_) => self.clone(),
-        }
-    }
-
     pub fn new(name: Bytes, value: Bytes) -> Result<Header, DecoderError> {
         if name.is_empty() {
             return Err(DecoderError::NeedMore(NeedMore::UnexpectedEndOfStream));
@@ -81,7 +68,7 @@ impl Header {
         if name[0] == b':' {
             match &name[1..] {
                 b"authority" => {
-                    let value = BytesStr::try_from(value)?;
+                    let value = BytesStr::try_from(copied(value))?;
                     Ok(Header::Authority(value))
                 }
                 b"method" => {
@@ -89,15 +76,15 @@ impl Header {
                     Ok(Header::Method(method))
                 }
                 b"scheme" => {
-                    let value = BytesStr::try_from(value)?;
+                    let value = BytesStr::try_from(copied(value))?;
                     Ok(Header::Scheme(value))
                 }
                 b"path" => {
-                    let value = BytesStr::try_from(value)?;
+                    let value = BytesStr::try_from(copied(value))?;
                     Ok(Header::Path(value))
                 }
                 b"protocol" => {
-                    let value = Protocol::try_from(value)?;
+                    let value = Protocol::try_from(copied(value))?;
                     Ok(Header::Protocol(value))
                 }
                 b"status" => {
@@ -246,11 +233,11 @@ impl<'a> Name<'a> {
                 name: name.clone(),
                 value: HeaderValue::from_bytes(&value)?,
             }),
-            Name::Authority => Ok(Header::Authority(BytesStr::try_from(value)?)),
+            Name::Authority => Ok(Header::Authority(BytesStr::try_from(copied(value))?)),
             Name::Method => Ok(Header::Method(Method::from_bytes(&value)?)),
-            Name::Scheme => Ok(Header::Scheme(BytesStr::try_from(value)?)),
-            Name::Path => Ok(Header::Path(BytesStr::try_from(value)?)),
-            Name::Protocol => Ok(Header::Protocol(Protocol::try_from(value)?)),
+            Name::Scheme => Ok(Header::Scheme(BytesStr::try_from(copied(value))?)),
+            Name::Path => Ok(Header::Path(BytesStr::try_from(copied(value))?)),
+            Name::Protocol => Ok(Header::Protocol(Protocol::try_from(copied(value))?)),
             Name::Status => {
                 match StatusCode::from_bytes(&value) {
                     Ok(status) => Ok(Header::Status(status)),
@@ -276,11 +263,16 @@ impl<'a> Name<'a> {
 
 // ===== impl BytesStr =====
 
-impl BytesStr {
-    pub(crate) fn detached(&self) -> Self {
-        BytesStr(Bytes::copy_from_slice(&self.0))
-    }
+/// Patched for the gateway: a pseudo-header's value copied out of the bytes
+/// it was decoded from, as `HeaderValue::from_bytes` copies a field's. A
+/// request keeping its `:path` (the URI is built from it without a copy), or
+/// the HPACK table keeping an entry for the connection's life, would
+/// otherwise keep a whole read, CONTINUATION or Huffman buffer alive.
+fn copied(value: Bytes) -> Bytes {
+    Bytes::copy_from_slice(&value)
+}
 
+impl BytesStr {
     pub(crate) const fn from_static(value: &'static str) -> Self {
         BytesStr(Bytes::from_static(value.as_bytes()))
     }
