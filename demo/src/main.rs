@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
     let config = gateway::config::from_text(&text, Path::new(CONFIG), &env)?;
     let alice = demo_token(&secret, "alice")?;
     let gw = gateway::Gateway::start(&config).await?;
-    let listeners = gateway::bind(&gw, &config).await?;
+    let listeners = gateway::bind(&gw, &config)?;
     let addr = listeners[0].listener.local_addr()?;
     let https = listeners[1].listener.local_addr()?;
     let admin = match &config.admin {

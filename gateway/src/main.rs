@@ -237,7 +237,7 @@ async fn serve(file: PathBuf, config: config::Config) -> anyhow::Result<()> {
     if let Some(otlp) = &config.trace.otlp {
         gateway::otlp::start(otlp).map_err(|reason| anyhow::anyhow!("trace.otlp: {reason}"))?;
     }
-    let listeners = gateway::bind(&gateway, &config).await?;
+    let listeners = gateway::bind(&gateway, &config)?;
     if let Some(admin) = &config.admin {
         let admin_listener = tokio::net::TcpListener::bind(admin.listen)
             .await

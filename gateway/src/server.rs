@@ -309,8 +309,9 @@ impl Bound {
 }
 
 /// Binds every listener of `config`; a TLS one serves the certificates of
-/// the gateway's current snapshot for its place in `listen`.
-pub async fn bind(gateway: &Arc<Gateway>, config: &Config) -> Result<Vec<Bound>, StartError> {
+/// the gateway's current snapshot for its place in `listen`. Call it within
+/// the tokio runtime that will serve them: the sockets register with it.
+pub fn bind(gateway: &Arc<Gateway>, config: &Config) -> Result<Vec<Bound>, StartError> {
     let mut bound = Vec::new();
     for (i, listener) in config.listen.0.iter().enumerate() {
         let address = listener.address;

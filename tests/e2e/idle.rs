@@ -82,6 +82,17 @@ async fn until_parked(gw: &Gateway, count: f64, limit: Duration) {
     }
 }
 
+/// A client connection that was served `GET path` and is now the gateway's
+/// one parked connection.
+async fn served_then_parked(gw: &Gateway, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+    let (head, _) = exchange(&mut stream, &[request.as_bytes()]).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    until_parked(gw, 1.0, Duration::from_secs(5)).await;
+    stream
+}
+
 #[tokio::test]
 async fn thousands_of_idle_clients_leave_others_served_and_are_closed_at_the_idle_timeout() {
     const IDLE: usize = 2000;
@@ -144,10 +155,7 @@ async fn thousands_of_idle_clients_leave_others_served_and_are_closed_at_the_idl
 #[tokio::test]
 async fn a_parked_connection_takes_its_next_requests_however_they_arrive() {
     let (svc, gw) = gateway("", "").await;
-    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
-    let (head, _) = exchange(&mut stream, &[b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"]).await;
-    assert!(head.starts_with("http/1.1 200"), "{head}");
-    until_parked(&gw, 1.0, Duration::from_secs(5)).await;
+    let mut stream = served_then_parked(&gw, "/first").await;
 
     // A head in pieces, the first of them waking the connection.
     let (head, body) = exchange(
@@ -226,10 +234,7 @@ async fn an_answer_streamed_for_longer_than_a_park_arrives_whole() {
 #[tokio::test]
 async fn a_head_trickling_in_is_never_parked_so_the_header_timeout_holds() {
     let (_svc, gw) = gateway("header_read_timeout: 2s", "").await;
-    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
-    let (head, _) = exchange(&mut stream, &[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]).await;
-    assert!(head.starts_with("http/1.1 200"), "{head}");
-    until_parked(&gw, 1.0, Duration::from_secs(5)).await;
+    let mut stream = served_then_parked(&gw, "/").await;
     // The next head, a header line every 400 ms: it began, so it must end
     // within the header timeout counted from its first byte.
     let started = Instant::now();
