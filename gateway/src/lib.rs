@@ -5,7 +5,8 @@
 //! (`upstream`, `balance`), and the key sets plugins verify tokens with
 //! (`keys`); `server` accepts connections on its listeners (plain or
 //! `tls`) and runs `proxy::handle` on each request; `reload` swaps in a new
-//! snapshot when files change, and `reloads` records the attempts.
+//! snapshot when files change, and `reloads` records the attempts; `workers`
+//! are the threads serving requests, each with its own runtime.
 
 pub mod access_log;
 pub mod admin;
@@ -33,5 +34,6 @@ pub mod tls;
 pub mod trace;
 pub mod tunnel;
 pub mod upstream;
+pub mod workers;
 
 pub use server::{Bound, Gateway, StartError, bind, serve};

@@ -207,17 +207,9 @@ fn run(file: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // One worker: a current-thread runtime skips the work-stealing scheduler
-    // and its cross-thread wake-ups (bench/ measures the difference).
-    let builder = match config.server.workers {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        n => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(n);
-            builder
-        }
-    };
+    // The main thread is the first worker; `gateway::serve` starts the
+    // others, each with a single-threaded runtime of its own.
+    let builder = tokio::runtime::Builder::new_current_thread();
     let runtime = match tokio_runtime(builder) {
         Ok(runtime) => runtime,
         Err(code) => return code,

@@ -294,7 +294,10 @@ pub async fn build(config: &Config) -> Result<(Snapshot, Option<Arc<PluginRuntim
 #[derive(Debug)]
 pub struct Bound {
     pub listener: TcpListener,
-    pub tls: Option<tls::Acceptor>,
+    pub tls: Option<Arc<tls::Acceptor>>,
+    /// The same address bound again with `SO_REUSEPORT`, one socket for each
+    /// other worker: the kernel spreads new connections over them all.
+    others: Vec<std::net::TcpListener>,
 }
 
 impl Bound {
@@ -308,14 +311,23 @@ impl Bound {
     }
 }
 
-/// Binds every listener of `config`; a TLS one serves the certificates of
-/// the gateway's current snapshot for its place in `listen`. Call it within
-/// the tokio runtime that will serve them: the sockets register with it.
+/// Binds every listener of `config`, once for each worker; a TLS one serves
+/// the certificates of the gateway's current snapshot for its place in
+/// `listen`. Call it within the tokio runtime that will serve them (the
+/// first worker's): its sockets register with it.
 pub fn bind(gateway: &Arc<Gateway>, config: &Config) -> Result<Vec<Bound>, StartError> {
+    let workers = crate::workers::count(&config.server);
     let mut bound = Vec::new();
     for (i, listener) in config.listen.0.iter().enumerate() {
         let address = listener.address;
-        let socket = listen(address).map_err(|source| StartError::Bind { address, source })?;
+        let error = |source| StartError::Bind { address, source };
+        let socket = listen(address, workers > 1).map_err(error)?;
+        // The other workers join the port the first got (`:0` picks one).
+        let port = socket.local_addr().map_err(error)?;
+        let others = (1..workers)
+            .map(|_| listen(port, true).and_then(TcpListener::into_std))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(error)?;
         let tls = match &listener.tls {
             None => None,
             Some(settings) => {
@@ -324,12 +336,13 @@ pub fn bind(gateway: &Arc<Gateway>, config: &Config) -> Result<Vec<Bound>, Start
                     Arc::new(move || gateway.snapshot().certificates.get(i).cloned().flatten());
                 let acceptor = tls::Acceptor::new(certificates, settings.handshake_timeout.0)
                     .map_err(|source| StartError::Tls { address, source })?;
-                Some(acceptor)
+                Some(Arc::new(acceptor))
             }
         };
         bound.push(Bound {
             listener: socket,
             tls,
+            others,
         });
     }
     Ok(bound)
@@ -341,13 +354,18 @@ pub fn bind(gateway: &Arc<Gateway>, config: &Config) -> Result<Vec<Bound>, Start
 /// caps it at `net.core.somaxconn` (4,096 by default since 5.4).
 const LISTEN_BACKLOG: u32 = 4096;
 
-fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+fn listen(address: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = match address {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     // As `TcpListener::bind` does: a restarted gateway rebinds at once.
     socket.set_reuseaddr(true)?;
+    // Only with several workers: one listening socket alone keeps the port
+    // to itself, so a second gateway started on it fails to bind.
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(address)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -355,40 +373,59 @@ fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// Accepts connections on every listener until `shutdown` resolves, then
 /// asks every open one to finish and waits up to `drain_timeout` for them
 /// (tunnels included). At most `max_connections` are open at once, all
-/// listeners together: past it accepting stops and new clients wait in the
-/// kernel's backlog.
+/// listeners and workers together: past it accepting stops and new clients
+/// wait in the kernel's backlog.
+///
+/// The calling task's runtime is the first worker; each other worker is a
+/// thread with a single-threaded runtime of its own, accepting on its own
+/// copy of every listener. A connection stays on the worker that accepted
+/// it, so its requests never cross threads (nginx's model); the snapshot,
+/// the limits and the drain are shared by all.
 pub async fn serve(
-    listeners: Vec<Bound>,
+    mut listeners: Vec<Bound>,
     gateway: Arc<Gateway>,
     settings: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let connections = Arc::new(connection::Listener {
-        snapshot: Box::new(move || gateway.snapshot()),
-        http1: http1_builder(settings),
-        http2: http2_builder(settings),
-        rules: Arc::new(edge::Rules::new(settings)),
-        header_timeout: settings.header_read_timeout.0,
-        idle_timeout: settings.idle_timeout.0,
-        send_timeout: settings.send_timeout.0,
-        // The body idle timeouts bound a request that still moves; past
-        // this a closing connection is dropped.
-        close_grace: settings.body_idle_timeout.0,
-        max_head: settings.max_header_bytes,
-        drain: connection::Drain::default(),
-        per_address: connection::PerAddress::new(settings.max_connections_per_address),
-    });
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
     let (stop, stopped) = watch::channel(false);
+    let shared = Accepting {
+        connections: Arc::new(connection::Listener {
+            snapshot: Box::new(move || gateway.snapshot()),
+            http1: http1_builder(settings),
+            http2: http2_builder(settings),
+            rules: Arc::new(edge::Rules::new(settings)),
+            header_timeout: settings.header_read_timeout.0,
+            idle_timeout: settings.idle_timeout.0,
+            send_timeout: settings.send_timeout.0,
+            // The body idle timeouts bound a request that still moves; past
+            // this a closing connection is dropped.
+            close_grace: settings.body_idle_timeout.0,
+            max_head: settings.max_header_bytes,
+            drain: connection::Drain::default(),
+            per_address: connection::PerAddress::new(settings.max_connections_per_address),
+        }),
+        slots: Arc::new(Semaphore::new(settings.max_connections)),
+        stop: stopped,
+    };
+    let (finish, finished) = watch::channel(false);
+    let others = listeners.iter().map(|bound| bound.others.len()).max();
+    let workers: Vec<Worker> = (0..others.unwrap_or(0))
+        .map(|i| {
+            let sockets = listeners
+                .iter_mut()
+                .filter_map(|bound| Some((bound.others.pop()?, bound.tls.clone())))
+                .collect();
+            Worker::spawn(i + 1, sockets, shared.clone(), finished.clone())
+        })
+        .collect();
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|bound| {
-            tokio::spawn(accept_until_stopped(
-                bound,
-                connections.clone(),
-                slots.clone(),
-                stopped.clone(),
-            ))
+            tokio::spawn(
+                shared
+                    .clone()
+                    .accept_until_stopped(bound.listener, bound.tls),
+            )
         })
         .collect();
     shutdown.await;
@@ -396,8 +433,13 @@ pub async fn serve(
     for listener in accepting {
         let _ = listener.await;
     }
+    let mut threads = Vec::new();
+    for worker in workers {
+        let _ = worker.accepting.await;
+        threads.extend(worker.thread);
+    }
 
-    let drain = &connections.drain;
+    let drain = &shared.connections.drain;
     tracing::info!(
         connections = drain.open(),
         "shutting down; draining requests in flight"
@@ -408,53 +450,115 @@ pub async fn serve(
             tracing::warn!("drain timeout reached; closing remaining connections");
         }
     }
+    // The workers' runtimes end, closing what is left of their connections.
+    finish.send_replace(true);
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
 }
 
-/// One listener's accept loop; the socket closes when it ends.
-async fn accept_until_stopped(
-    bound: Bound,
+/// What every worker's accept loops share.
+#[derive(Clone)]
+struct Accepting {
     connections: Arc<connection::Listener>,
     slots: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let tls = bound.tls.map(Arc::new);
-    loop {
-        let (slot, stream, client) = tokio::select! {
-            accepted = accept(&bound.listener, &slots) => accepted,
-            _ = stop.wait_for(|stop| *stop) => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let drain = connections.drain.guard();
-        tokio::spawn(
-            connections
-                .clone()
-                .serve(stream, client, tls.clone(), slot, drain),
-        );
+    stop: watch::Receiver<bool>,
+}
+
+impl Accepting {
+    /// One listener's accept loop; the socket closes when it ends.
+    async fn accept_until_stopped(
+        mut self,
+        listener: TcpListener,
+        tls: Option<Arc<tls::Acceptor>>,
+    ) {
+        loop {
+            let (slot, stream, client) = tokio::select! {
+                accepted = accept(&listener, &self.slots) => accepted,
+                _ = self.stop.wait_for(|stop| *stop) => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let drain = self.connections.drain.guard();
+            tokio::spawn(
+                self.connections
+                    .clone()
+                    .serve(stream, client, tls.clone(), slot, drain),
+            );
+        }
     }
 }
 
-/// The next connection and its place under `slots`: a place is waited for
-/// first (new clients queue in the kernel's backlog meanwhile). An accept
-/// error (out of file descriptors, say) backs off briefly rather than
-/// spinning, and accepting goes on.
+/// A worker besides the first, accepting on its own sockets.
+struct Worker {
+    /// `None` when it could not start (its sockets are closed).
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Resolves once its accept loops have ended.
+    accepting: tokio::sync::oneshot::Receiver<()>,
+}
+
+type Sockets = Vec<(std::net::TcpListener, Option<Arc<tls::Acceptor>>)>;
+
+impl Worker {
+    /// Accepts on `sockets` until told to stop, then keeps serving the
+    /// connections it has until `finished`.
+    fn spawn(
+        index: usize,
+        sockets: Sockets,
+        shared: Accepting,
+        mut finished: watch::Receiver<bool>,
+    ) -> Self {
+        let (accepted_all, accepting) = tokio::sync::oneshot::channel();
+        let thread = crate::workers::spawn(index, move || async move {
+            let mut loops = Vec::new();
+            for (socket, tls) in sockets {
+                match TcpListener::from_std(socket) {
+                    Ok(listener) => loops.push(tokio::spawn(
+                        shared.clone().accept_until_stopped(listener, tls),
+                    )),
+                    Err(error) => {
+                        tracing::error!(worker = index, %error, "cannot accept on a listener");
+                    }
+                }
+            }
+            for accepting in loops {
+                let _ = accepting.await;
+            }
+            let _ = accepted_all.send(());
+            let _ = finished.wait_for(|finished| *finished).await;
+        });
+        Self { thread, accepting }
+    }
+}
+
+/// The next connection and its place under `slots`. Past the limit it waits
+/// for a place and this loop accepts no other, so new clients queue in the
+/// kernel's backlog meanwhile. It accepts before it waits: a loop holding a
+/// place while no client came to its own socket would keep it from a client
+/// waiting on another listener's or another worker's. An accept error (out
+/// of file descriptors, say) backs off briefly rather than spinning, and
+/// accepting goes on.
 pub async fn accept(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
 ) -> (OwnedSemaphorePermit, TcpStream, SocketAddr) {
-    let slot = slots
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("connection limits are never closed");
-    loop {
+    let (stream, client) = loop {
         match listener.accept().await {
-            Ok((stream, client)) => return (slot, stream, client),
+            Ok(accepted) => break accepted,
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-    }
+    };
+    let slot = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("connection limits are never closed");
+    (slot, stream, client)
 }
 
 /// hyper's HTTP/1.1 settings from `server:`.

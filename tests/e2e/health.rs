@@ -122,7 +122,11 @@ async fn a_target_that_never_accepts_gets_504_after_the_connect_timeout() {
 #[tokio::test]
 async fn upstream_connections_are_kept_alive_and_reused() {
     let svc = Backend::start("svc").await;
-    let gw = Gateway::start(&one_route(&upstream("pool", &[&svc], "")));
+    // One worker: each worker keeps connections of its own (workers.rs).
+    let gw = Gateway::start(&format!(
+        "server: {{ workers: 1 }}\n{}",
+        one_route(&upstream("pool", &[&svc], ""))
+    ));
     for _ in 0..20 {
         assert_eq!(get(&gw.url("/")).await.status, 200);
     }

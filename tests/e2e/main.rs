@@ -34,3 +34,4 @@ mod streaming;
 mod tls;
 mod transform;
 mod validate;
+mod workers;

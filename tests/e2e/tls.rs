@@ -575,8 +575,9 @@ fn gateway_to(backend: &Backend, tls: &str) -> Gateway {
     } else {
         format!("    tls: {tls}\n")
     };
+    // One worker, whose pool the tests count (each worker has its own).
     Gateway::start(&format!(
-        "upstreams:\n{}routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: svc\n",
+        "server: {{ workers: 1 }}\nupstreams:\n{}routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: svc\n",
         upstream("svc", &[backend], &extra)
     ))
 }

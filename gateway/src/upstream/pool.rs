@@ -74,6 +74,10 @@ struct TargetConnections {
 struct Pooled {
     sender: http1::SendRequest<Body>,
     returned: Instant,
+    /// The worker whose runtime drives the connection: only its requests
+    /// take it, so a request and its connection never wake each other
+    /// across threads.
+    worker: usize,
 }
 
 #[derive(Debug)]
@@ -204,19 +208,24 @@ impl ConnectionPool {
         }
         let mut idle = connections.idle.lock().ok()?;
         self.drop_expired(&mut idle);
-        let ready = idle.iter().position(|c| c.sender.is_ready())?;
+        let here = crate::workers::current();
+        let ready = idle
+            .iter()
+            .position(|c| c.worker == here && c.sender.is_ready())?;
         Some(Sender::Http1(idle.swap_remove(ready).sender))
     }
 
     /// Back into the list at once: busy until its response body is read,
-    /// then ready for the next checkout.
+    /// then ready for the next checkout. Each worker keeps up to `max_idle`.
     fn checkin(&self, connections: &TargetConnections, sender: http1::SendRequest<Body>) {
+        let here = crate::workers::current();
         if let Ok(mut idle) = connections.idle.lock()
-            && idle.len() < self.max_idle
+            && idle.iter().filter(|c| c.worker == here).count() < self.max_idle
         {
             idle.push(Pooled {
                 sender,
                 returned: Instant::now(),
+                worker: here,
             });
         }
     }

@@ -1,0 +1,65 @@
+//! The worker threads: how many serve requests, which one is running the
+//! code at hand, and starting one with a single-threaded runtime of its own.
+
+use std::cell::Cell;
+use std::future::Future;
+
+use crate::config::ServerConfig;
+
+/// Threads serving requests: `server.workers`, where 0 is
+/// `TOKIO_WORKER_THREADS` when that is set (as tokio's own default reads
+/// it), else one per CPU this process may run on (a `taskset` or cgroup
+/// limit counts).
+pub fn count(settings: &ServerConfig) -> usize {
+    if settings.workers > 0 {
+        return settings.workers;
+    }
+    if let Ok(value) = std::env::var(ENV) {
+        match value.parse::<usize>() {
+            Ok(n) if n > 0 => return n,
+            _ => tracing::warn!(%value, "{ENV} is not a positive number; ignored"),
+        }
+    }
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+const ENV: &str = "TOKIO_WORKER_THREADS";
+
+thread_local! {
+    static CURRENT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The worker running this code: 0 on the thread that started the gateway
+/// (and on any thread that is not a worker), else the worker's number.
+pub fn current() -> usize {
+    CURRENT.with(Cell::get)
+}
+
+/// Starts worker `index` (from 1) on a thread of its own, running `work` on
+/// a single-threaded runtime until it returns; `None` (logged) when the
+/// thread or its runtime cannot start.
+pub fn spawn<F, W>(index: usize, work: W) -> Option<std::thread::JoinHandle<()>>
+where
+    W: FnOnce() -> F + Send + 'static,
+    F: Future<Output = ()>,
+{
+    let run = move || {
+        CURRENT.with(|current| current.set(index));
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(work()),
+            Err(error) => {
+                tracing::error!(worker = index, %error, "cannot start a worker's runtime")
+            }
+        }
+    };
+    std::thread::Builder::new()
+        .name(format!("worker-{index}"))
+        .spawn(run)
+        .inspect_err(
+            |error| tracing::error!(worker = index, %error, "cannot start a worker thread"),
+        )
+        .ok()
+}
