@@ -274,6 +274,9 @@ fn at_least_one(at: String, count: usize, problem: &mut Report) {
     }
 }
 
+/// Each worker is a thread with its own sockets and upstream connections.
+const MAX_WORKERS: usize = 1024;
+
 fn check_server(server: &ServerConfig, problem: &mut Report) {
     for (field, duration) in [
         ("header_read_timeout", server.header_read_timeout),
@@ -291,6 +294,12 @@ fn check_server(server: &ServerConfig, problem: &mut Report) {
         server.max_connections,
         problem,
     );
+    if server.workers > MAX_WORKERS {
+        problem(
+            "server.workers".into(),
+            format!("at most {MAX_WORKERS} (0 is one per CPU)"),
+        );
+    }
     at_least_one(
         "server.http2.max_concurrent_streams".into(),
         server.http2.max_concurrent_streams as usize,
@@ -580,6 +589,17 @@ mod tests {
         assert_eq!(
             problems(&text),
             vec!["9: routes[1].upstream: no upstream named \"orders\""]
+        );
+    }
+
+    #[test]
+    fn workers_past_the_bound_are_named_with_their_line() {
+        let text = format!(
+            "server:\n  workers: 5000\n{UPSTREAM}routes:\n  - {{ name: a, upstream: users }}\n"
+        );
+        assert_eq!(
+            problems(&text),
+            vec!["2: server.workers: at most 1024 (0 is one per CPU)"]
         );
     }
 

@@ -321,8 +321,14 @@ pub fn bind(gateway: &Arc<Gateway>, config: &Config) -> Result<Vec<Bound>, Start
     for (i, listener) in config.listen.0.iter().enumerate() {
         let address = listener.address;
         let error = |source| StartError::Bind { address, source };
-        let socket = listen(address, workers > 1).map_err(error)?;
-        // The other workers join the port the first got (`:0` picks one).
+        // With several workers the port is first checked to be free: a
+        // socket sharing it (`SO_REUSEPORT`) would otherwise join another
+        // process's group (`:0` picks the port here).
+        let port = match workers {
+            1 => address,
+            _ => free_port(address).map_err(error)?,
+        };
+        let socket = listen(port, workers > 1).map_err(error)?;
         let port = socket.local_addr().map_err(error)?;
         let others = (1..workers)
             .map(|_| listen(port, true).and_then(TcpListener::into_std))
@@ -354,6 +360,17 @@ pub fn bind(gateway: &Arc<Gateway>, config: &Config) -> Result<Vec<Bound>, Start
 /// caps it at `net.core.somaxconn` (4,096 by default since 5.4).
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// `address` with its port, once a socket that shares no port could bind it.
+fn free_port(address: SocketAddr) -> std::io::Result<SocketAddr> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.local_addr()
+}
+
 fn listen(address: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = match address {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -361,8 +378,7 @@ fn listen(address: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener>
     };
     // As `TcpListener::bind` does: a restarted gateway rebinds at once.
     socket.set_reuseaddr(true)?;
-    // Only with several workers: one listening socket alone keeps the port
-    // to itself, so a second gateway started on it fails to bind.
+    // Only with several workers, whose sockets share the port.
     if reuse_port {
         socket.set_reuseport(true)?;
     }

@@ -251,7 +251,12 @@ fn upstreams(
             upstreams.push(kept.clone());
             continue;
         }
-        match Upstream::new(name, upstream, origin) {
+        match Upstream::new(
+            name,
+            upstream,
+            origin,
+            crate::workers::count(&config.server),
+        ) {
             Ok(built_upstream) => upstreams.push(Arc::new(built_upstream)),
             Err(message) => built.problems.push((format!("{at}.targets"), message)),
         }

@@ -66,11 +66,13 @@ pub enum AttemptError {
 
 impl Upstream {
     /// `origin` is needed when a target is `https://`; a target's host that
-    /// no certificate could be checked against is an error.
+    /// no certificate could be checked against is an error. Each of the
+    /// `workers` keeps idle connections of its own.
     pub fn new(
         name: &str,
         config: &UpstreamConfig,
         origin: Option<crate::tls::origin::Origin>,
+        workers: usize,
     ) -> Result<Self, String> {
         let rules = &config.passive_health;
         let ejection = Ejection {
@@ -103,6 +105,7 @@ impl Upstream {
             config.timeouts.connect.0,
             config.keepalive.idle_timeout.0,
             config.keepalive.max_idle_per_target,
+            workers,
         )?;
         let metrics = config
             .targets

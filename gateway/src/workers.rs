@@ -49,7 +49,11 @@ where
             .enable_all()
             .build()
         {
-            Ok(runtime) => runtime.block_on(work()),
+            Ok(runtime) => {
+                runtime.block_on(work());
+                // A blocking task (a name lookup) must not hold up the exit.
+                runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            }
             Err(error) => {
                 tracing::error!(worker = index, %error, "cannot start a worker's runtime")
             }

@@ -246,3 +246,31 @@ async fn sigterm_drains_the_requests_of_every_worker_then_exits() {
     assert!(status.success(), "exit status {status:?}; log:\n{log}");
     assert!(log.contains("all connections drained"), "{log}");
 }
+
+#[tokio::test]
+async fn a_second_gateway_on_a_port_in_use_fails_to_start_whatever_its_workers() {
+    let svc = Backend::start("svc").await;
+    let first = Gateway::start(&config("", &upstream("pool", &[&svc], "")));
+    let listen = format!("listen: {}\n", first.addr);
+    for workers in [WORKERS, 1] {
+        let second = Gateway::try_start_listening(
+            &listen,
+            1,
+            &format!(
+                "server: {{ workers: {workers} }}\nupstreams:\n{}routes:\n  - {{ name: all, upstream: pool }}\n",
+                upstream("pool", &[&svc], "")
+            ),
+        );
+        let Err(stderr) = second else {
+            panic!("a second gateway with {workers} workers shared the port");
+        };
+        assert!(
+            stderr.contains(&format!("cannot listen on {}", first.addr)),
+            "{stderr}"
+        );
+    }
+    // The first still has every request.
+    for _ in 0..20 {
+        assert_eq!(get(&first.url("/")).await.status, 200);
+    }
+}

@@ -54,7 +54,10 @@ struct TargetConnections {
     host: HeaderValue,
     /// How TLS is spoken to this target; `None` for plain HTTP.
     tls: Option<(Origin, rustls::pki_types::ServerName<'static>)>,
-    idle: Mutex<Vec<Pooled>>,
+    /// Each worker's idle connections, by `workers::current()`: a worker
+    /// takes only those it opened, which its own runtime drives, so a
+    /// request and its connection never wake each other across threads.
+    idle: Box<[Mutex<Vec<Pooled>>]>,
     /// The HTTP/2 connection every request shares, once one is open.
     shared: Mutex<Option<Pooled2>>,
     /// Held while connecting to a target that may pick HTTP/2, so requests
@@ -74,10 +77,6 @@ struct TargetConnections {
 struct Pooled {
     sender: http1::SendRequest<Body>,
     returned: Instant,
-    /// The worker whose runtime drives the connection: only its requests
-    /// take it, so a request and its connection never wake each other
-    /// across threads.
-    worker: usize,
 }
 
 #[derive(Debug)]
@@ -92,6 +91,13 @@ enum Sender {
     Http2(http2::SendRequest<Body>),
 }
 
+impl TargetConnections {
+    /// The idle connections of the worker running this code.
+    fn idle_here(&self) -> &Mutex<Vec<Pooled>> {
+        &self.idle[crate::workers::current() % self.idle.len()]
+    }
+}
+
 impl ConnectionPool {
     /// A pool for `targets`; `origin` says how `https://` ones are reached
     /// (a target's host it cannot check a certificate against is an error).
@@ -101,6 +107,7 @@ impl ConnectionPool {
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
+        workers: usize,
     ) -> Result<Self, String> {
         let targets = targets
             .iter()
@@ -124,7 +131,7 @@ impl ConnectionPool {
                     host: HeaderValue::from_str(authority.as_str())
                         .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
                     tls,
-                    idle: Mutex::new(Vec::new()),
+                    idle: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
                     shared: Mutex::new(None),
                     connecting: tokio::sync::Mutex::new(()),
                     picks_http1: AtomicBool::new(false),
@@ -206,26 +213,21 @@ impl ConnectionPool {
                 return Some(Sender::Http2(pooled.sender.clone()));
             }
         }
-        let mut idle = connections.idle.lock().ok()?;
+        let mut idle = connections.idle_here().lock().ok()?;
         self.drop_expired(&mut idle);
-        let here = crate::workers::current();
-        let ready = idle
-            .iter()
-            .position(|c| c.worker == here && c.sender.is_ready())?;
+        let ready = idle.iter().position(|c| c.sender.is_ready())?;
         Some(Sender::Http1(idle.swap_remove(ready).sender))
     }
 
     /// Back into the list at once: busy until its response body is read,
     /// then ready for the next checkout. Each worker keeps up to `max_idle`.
     fn checkin(&self, connections: &TargetConnections, sender: http1::SendRequest<Body>) {
-        let here = crate::workers::current();
-        if let Ok(mut idle) = connections.idle.lock()
-            && idle.iter().filter(|c| c.worker == here).count() < self.max_idle
+        if let Ok(mut idle) = connections.idle_here().lock()
+            && idle.len() < self.max_idle
         {
             idle.push(Pooled {
                 sender,
                 returned: Instant::now(),
-                worker: here,
             });
         }
     }
@@ -250,8 +252,10 @@ impl ConnectionPool {
                 tick.tick().await;
                 let Some(pool) = pool.upgrade() else { return };
                 for target in &pool.targets {
-                    if let Ok(mut idle) = target.idle.lock() {
-                        pool.drop_expired(&mut idle);
+                    for idle in &target.idle {
+                        if let Ok(mut idle) = idle.lock() {
+                            pool.drop_expired(&mut idle);
+                        }
                     }
                     // Requests still streaming on it hold their own handle.
                     if let Ok(mut shared) = target.shared.lock()
@@ -269,7 +273,7 @@ impl ConnectionPool {
     #[cfg(test)]
     fn idle_count(&self, target: usize) -> usize {
         self.targets[target]
-            .idle
+            .idle_here()
             .lock()
             .map_or(0, |idle| idle.len())
     }
@@ -531,7 +535,8 @@ mod tests {
             authority,
             https: false,
         };
-        ConnectionPool::new(&[target], None, Duration::from_secs(1), idle_timeout, 8).expect("pool")
+        ConnectionPool::new(&[target], None, Duration::from_secs(1), idle_timeout, 8, 1)
+            .expect("pool")
     }
 
     async fn get(pool: &Arc<ConnectionPool>) -> http::StatusCode {
