@@ -275,7 +275,7 @@ fn at_least_one(at: String, count: usize, problem: &mut Report) {
 }
 
 /// Each worker is a thread with its own sockets and upstream connections.
-const MAX_WORKERS: usize = 1024;
+pub const MAX_WORKERS: usize = 1024;
 
 fn check_server(server: &ServerConfig, problem: &mut Report) {
     for (field, duration) in [

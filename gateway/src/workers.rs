@@ -3,24 +3,32 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::OnceLock;
 
-use crate::config::ServerConfig;
+use crate::config::{MAX_WORKERS, ServerConfig};
 
-/// Threads serving requests: `server.workers`, where 0 is
-/// `TOKIO_WORKER_THREADS` when that is set (as tokio's own default reads
-/// it), else one per CPU this process may run on (a `taskset` or cgroup
-/// limit counts).
+/// Threads serving requests, fixed by the first call (the gateway's start),
+/// since a reload cannot change how many run (`server` needs a restart):
+/// every snapshot then sizes its per-worker state for the running workers.
 pub fn count(settings: &ServerConfig) -> usize {
+    static FIXED: OnceLock<usize> = OnceLock::new();
+    *FIXED.get_or_init(|| resolve(settings))
+}
+
+/// `server.workers`, where 0 is `TOKIO_WORKER_THREADS` when that is set (as
+/// tokio's own default reads it), else one per CPU this process may run on
+/// (a `taskset` or cgroup limit counts); at most `MAX_WORKERS`.
+fn resolve(settings: &ServerConfig) -> usize {
     if settings.workers > 0 {
         return settings.workers;
     }
     if let Ok(value) = std::env::var(ENV) {
         match value.parse::<usize>() {
-            Ok(n) if n > 0 => return n,
+            Ok(n) if n > 0 => return n.min(MAX_WORKERS),
             _ => tracing::warn!(%value, "{ENV} is not a positive number; ignored"),
         }
     }
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS))
 }
 
 const ENV: &str = "TOKIO_WORKER_THREADS";
