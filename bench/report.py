@@ -1,7 +1,9 @@
-"""Turns wrk outputs into one table (Markdown and JSON) with ratios to nginx and to the upstream.
+"""Turns wrk outputs into one table (Markdown and JSON) with ratios to nginx and to Envoy.
 
-Each row ran once per round (NAME.ROUND.wrk); the table shows each row's median
-over the rounds, and the range of its requests/s.
+Each row ran once per round (NAME.ROUND.wrk, with the proxy's CPU time during
+the run appended by bench/run); the table shows each row's median over the
+rounds, and the range of its requests/s. The ratios are of CPU time per
+request, which is what a proxy costs whatever the load's own limits.
 """
 import glob
 import json
@@ -14,11 +16,15 @@ ROWS = [
     ("direct", "upstream hit directly (the machine's limit)"),
     ("nginx", "nginx, proxy_pass with upstream keep-alive"),
     ("haproxy", "HAProxy, plain HTTP mode"),
-    ("gateway", "gateway, no plugins"),
+    ("envoy", "Envoy, one worker"),
+    ("gateway", "gateway, no plugins, default workers"),
+    ("gateway-1worker", "gateway, no plugins, `workers: 1`"),
     ("gateway-baseline", "gateway, no plugins, baseline build (BENCH_BASELINE)"),
     ("gateway-accesslog", "gateway, no plugins, JSON access log of every request"),
     ("gateway-transform", "gateway + transform plugin"),
-    ("gateway-3-plugins", "gateway + transform + 2 no-op plugins"),
+    ("envoy-transform", "Envoy + the same transform as a proxy-wasm filter (V8)"),
+    ("gateway-3-plugins", "gateway + transform, CORS and rate-limit plugins"),
+    ("envoy-3-plugins", "Envoy + proxy-wasm transform, native CORS and local rate limit"),
     ("haproxy-rules", "HAProxy doing the transform's work natively"),
     ("gateway-ratelimit", "gateway + rate-limit plugin, in-process store"),
     ("gateway-ratelimit-redis", "gateway + rate-limit plugin, Redis on loopback"),
@@ -51,7 +57,11 @@ def parse(path):
     p99 = millis(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     socket = re.search(r"Socket errors: (.*)", text)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99,
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    ticks = re.search(r"^proxy_cpu_ticks: (\d+)\nticks_per_s: (\d+)", text, re.M)
+    cpu_us = (int(ticks.group(1)) / int(ticks.group(2)) * 1e6 / requests
+              if ticks and requests else None)
+    return {"rps": rps, "cpu_us": cpu_us, "p50_ms": p50, "p99_ms": p99,
             "non_2xx": int(errors.group(1)) if errors else 0,
             "socket_errors": socket.group(1) if socket else None}
 
@@ -65,7 +75,9 @@ def median(values):
 def summarise(paths):
     """One row's rounds: the median of each figure, and every round kept for the JSON."""
     rounds = [parse(path) for path in sorted(paths)]
+    cpu = [r["cpu_us"] for r in rounds if r["cpu_us"] is not None]
     return {"rps": median(r["rps"] for r in rounds),
+            "cpu_us": median(cpu) if cpu else None,
             "rps_min": min(r["rps"] for r in rounds),
             "rps_max": max(r["rps"] for r in rounds),
             "p50_ms": median(r["p50_ms"] for r in rounds),
@@ -79,10 +91,24 @@ def targets(results):
     """The issue's two targets, as this run measured them."""
     lines = []
     nginx, plain, chain = (results.get(n) for n in ("nginx", "gateway", "gateway-3-plugins"))
-    if nginx and plain:
-        lines.append(f"- no-plugin gateway vs nginx: {plain['rps'] / nginx['rps']:.2f}x requests/s "
-                     f"(target >= 1), p99 {plain['p99_ms']:.3f} ms vs {nginx['p99_ms']:.3f} ms "
-                     f"(target: within 10%)")
+    one, envoy = results.get("gateway-1worker"), results.get("envoy")
+    cpu = lambda r: r and r.get("cpu_us")
+    if cpu(nginx) and cpu(plain):
+        lines.append(f"- no-plugin gateway, default workers, vs nginx: {plain['cpu_us'] / nginx['cpu_us']:.2f}x "
+                     f"CPU per request ({plain['cpu_us']:.1f} vs {nginx['cpu_us']:.1f} us; target <= 1.10); "
+                     f"p99 {plain['p99_ms']:.3f} vs {nginx['p99_ms']:.3f} ms")
+    if cpu(one) and cpu(plain):
+        lines.append(f"- default workers vs `workers: 1`: {plain['cpu_us'] / one['cpu_us']:.2f}x CPU per request "
+                     f"(target <= 1.03)")
+    if cpu(chain) and cpu(plain):
+        lines.append(f"- three plugins whose hooks all run vs no plugins: {chain['cpu_us'] / plain['cpu_us']:.2f}x "
+                     f"CPU per request ({chain['cpu_us']:.1f} vs {plain['cpu_us']:.1f} us; target <= 1.25)")
+    for name, peer in (("gateway", "envoy"), ("gateway-transform", "envoy-transform"),
+                       ("gateway-3-plugins", "envoy-3-plugins")):
+        ours, theirs = results.get(name), results.get(peer)
+        if cpu(ours) and cpu(theirs):
+            lines.append(f"- {name} vs {peer}: {ours['cpu_us'] / theirs['cpu_us']:.2f}x CPU per request "
+                         f"({ours['cpu_us']:.1f} vs {theirs['cpu_us']:.1f} us)")
     baseline = results.get("gateway-baseline")
     if plain and baseline:
         # The proxy saturates its one pinned CPU, so CPU per request is
@@ -97,9 +123,6 @@ def targets(results):
         lines.append(f"- access log on vs off: CPU per request {1e6 / logged['rps']:.2f} us vs "
                      f"{1e6 / plain['rps']:.2f} us ({logged['rps'] / plain['rps']:.2f}x requests/s; "
                      f"+{1e6 / logged['rps'] - 1e6 / plain['rps']:.2f} us per line)")
-    if plain and chain:
-        lines.append(f"- three-plugin chain vs no-plugin gateway: {chain['rps'] / plain['rps']:.2f}x "
-                     f"(target >= 0.8)")
     for name, store in (("gateway-ratelimit", "in-process"), ("gateway-ratelimit-redis", "Redis")):
         limited = results.get(name)
         if plain and limited:
@@ -174,6 +197,9 @@ def tls_table(work):
 IDLE_ROWS = (("nginx-idle-{}", "nginx"),
              ("gateway-idle-{}", "gateway, clients one after another"),
              ("gateway-idle-{}-burst", "gateway, all clients at once"),
+             ("gateway-idle-chain-{}", "gateway with the three-plugin chain loaded, one after another"),
+             ("envoy-idle-{}", "Envoy, one after another"),
+             ("envoy-idle-chain-{}", "Envoy with its three-filter chain loaded, one after another"),
              ("gateway-baseline-idle-{}", "baseline gateway (BENCH_BASELINE), one after another"),
              ("gateway-baseline-idle-{}-burst", "baseline gateway (BENCH_BASELINE), all at once"))
 
@@ -215,30 +241,57 @@ def idle_table(work):
     return "\n".join(lines), rows
 
 
+INSTRUCTION_ROWS = (("instructions-nginx", "nginx (`master_process off`, so callgrind follows its one worker)"),
+                    ("instructions-gateway", "gateway, no plugins"),
+                    ("instructions-gateway-3-plugins", "gateway + transform, CORS and rate-limit plugins"))
+
+
+def instructions_table(work):
+    """Instructions per proxied request, counted by callgrind under the load."""
+    rows = {}
+    for name, label in INSTRUCTION_ROWS:
+        path = os.path.join(work, name + ".instructions")
+        if os.path.exists(path):
+            words = open(path).read().split()
+            figures = {k: int(v) for k, v in zip(words[::2], words[1::2])}
+            rows[name] = {**figures, "per_request": figures["instructions"] / figures["requests"]}
+    if not rows:
+        return "", {}
+    lines = ["", "Instructions per proxied request (callgrind, the load of the table above "
+             "for 10 s; start-up not counted):", "", "| row | instructions per request | requests counted |",
+             "|---|---:|---:|"]
+    for name, label in INSTRUCTION_ROWS:
+        if name in rows:
+            lines.append(f"| {label} | {rows[name]['per_request'] / 1000:.1f}k | {rows[name]['requests']} |")
+    return "\n".join(lines), rows
+
+
 def main():
     work, out, smoke, connections, duration, rounds = sys.argv[1:7]
     # BENCH_ROWS runs a subset: report the rows that ran, ratios where possible.
     found = {name: glob.glob(os.path.join(work, name + ".*.wrk")) for name, _ in ROWS}
     rows = [(name, label) for name, label in ROWS if found[name]]
     results = {name: summarise(found[name]) for name, _ in rows}
-    nginx = results.get("nginx", {}).get("rps")
-    direct = results.get("direct", {}).get("rps")
-    ratio = lambda r, base: f"{r / base:.2f}" if base else "–"
+    nginx = results.get("nginx", {}).get("cpu_us")
+    envoy = results.get("envoy", {}).get("cpu_us")
+    ratio = lambda r, base: f"{r / base:.2f}" if r and base else "–"
     lines = [
-        "| row | requests/s | range | p50 ms | p99 ms | vs nginx | vs direct |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| row | requests/s | range | CPU µs/req | p50 ms | p99 ms | CPU vs nginx | CPU vs Envoy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, label in rows:
         r = results[name]
-        r["vs_nginx"] = r["rps"] / nginx if nginx else None
-        r["vs_direct"] = r["rps"] / direct if direct else None
+        r["cpu_vs_nginx"] = r["cpu_us"] / nginx if r["cpu_us"] and nginx else None
+        r["cpu_vs_envoy"] = r["cpu_us"] / envoy if r["cpu_us"] and envoy else None
         flag = "" if r["non_2xx"] == 0 and not r["socket_errors"] else " (errors!)"
         spread = f"{r['rps_min'] / 1000:.1f}k–{r['rps_max'] / 1000:.1f}k"
-        lines.append(f"| {label}{flag} | {r['rps']:.0f} | {spread} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-                     f"{ratio(r['rps'], nginx)} | {ratio(r['rps'], direct)} |")
+        cpu = f"{r['cpu_us']:.1f}" if r["cpu_us"] else "–"
+        lines.append(f"| {label}{flag} | {r['rps']:.0f} | {spread} | {cpu} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                     f"{ratio(r['cpu_us'], nginx)} | {ratio(r['cpu_us'], envoy)} |")
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}"
     setup = (f"median of {rounds} round(s), rows taking turns; "
              f"wrk -t1 -c{connections} -d{duration}; proxies on CPU 0 (one worker each), "
+             f"CPU per request from the proxy process's own CPU time during the run, "
              f"upstream and wrk on CPU 1; 1 KiB response body")
     table = "\n".join(lines)
     kind = "smoke run (debug build, not figures)" if smoke == "true" else "full run"
@@ -257,6 +310,10 @@ def main():
     if idle:
         markdown += f"{idle}\n"
         results.update(idle_results)
+    counted, counted_results = instructions_table(work)
+    if counted:
+        markdown += f"{counted}\n"
+        results.update(counted_results)
     open(os.path.join(out, base + ".md"), "w").write(markdown)
     json.dump({"kind": kind, "setup": setup, "machine": machine, "rows": results},
               open(os.path.join(out, base + ".json"), "w"), indent=2)
