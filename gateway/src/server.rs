@@ -362,16 +362,15 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// `address` with its port, once a socket that shares no port could bind it.
 fn free_port(address: SocketAddr) -> std::io::Result<SocketAddr> {
-    let socket = match address {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.local_addr()
+    bound_socket(address, false)?.local_addr()
 }
 
 fn listen(address: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    bound_socket(address, reuse_port)?.listen(LISTEN_BACKLOG)
+}
+
+/// A socket bound to `address`, not listening yet.
+fn bound_socket(address: SocketAddr, reuse_port: bool) -> std::io::Result<TcpSocket> {
     let socket = match address {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -383,14 +382,15 @@ fn listen(address: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener>
         socket.set_reuseport(true)?;
     }
     socket.bind(address)?;
-    socket.listen(LISTEN_BACKLOG)
+    Ok(socket)
 }
 
 /// Accepts connections on every listener until `shutdown` resolves, then
 /// asks every open one to finish and waits up to `drain_timeout` for them
 /// (tunnels included). At most `max_connections` are open at once, all
-/// listeners and workers together: past it accepting stops and new clients
-/// wait in the kernel's backlog.
+/// listeners and workers together: past it each accept loop holds one more
+/// client waiting for a place (see `accept`) and the rest wait in the
+/// kernel's backlog.
 ///
 /// The calling task's runtime is the first worker; each other worker is a
 /// thread with a single-threaded runtime of its own, accepting on its own
