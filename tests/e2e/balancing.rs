@@ -3,11 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
-
-use crate::support::{Backend, Gateway, get, send, upstream};
+use crate::support::{Backend, Gateway, get, get_with, upstream};
 
 async fn backends(names: &[&str]) -> Vec<Backend> {
     let mut list = Vec::new();
@@ -121,12 +117,14 @@ async fn consistent_hash_is_sticky_and_a_lost_target_moves_only_its_keys() {
     let b = backends(&["a", "b", "c"]).await;
     let extra = "    balance: consistent_hash\n    hash_on: header:x-user-id\n    health_check: { path: /healthz, interval: 100ms, healthy_after: 1, unhealthy_after: 1 }\n";
     let gw = Gateway::start(&one_route(&upstream("pool", &[&b[0], &b[1], &b[2]], extra)));
+    let url = gw.url("/");
     let owner = |user: usize| {
-        let request = Request::get(gw.url("/"))
-            .header("x-user-id", format!("user-{user}"))
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        async move { send(request).await.backend() }
+        let url = url.clone();
+        async move {
+            get_with(&url, "x-user-id", &format!("user-{user}"))
+                .await
+                .backend()
+        }
     };
     let mut before = Vec::new();
     for user in 0..60 {

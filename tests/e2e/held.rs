@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Backend, Gateway, upstream};
+use crate::support::{Backend, Gateway, served_and_kept, upstream};
 
 async fn gateway(server: &str) -> (Backend, Gateway) {
     let svc = Backend::start("svc").await;
@@ -17,19 +17,6 @@ async fn gateway(server: &str) -> (Backend, Gateway) {
         upstream("svc", &[&svc], "")
     ));
     (svc, gw)
-}
-
-/// A connection that was served one request and stays open (kept alive).
-async fn served_connection(gw: &Gateway) -> TcpStream {
-    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = [0u8; 4096];
-    let n = stream.read(&mut buf).await.expect("answer");
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    stream
 }
 
 /// How long until the gateway closes `stream` (reading and dropping
@@ -104,7 +91,7 @@ async fn past_max_connections_new_clients_wait_until_one_closes() {
     let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     let mut open = Vec::new();
     for _ in 0..2 {
-        open.push(served_connection(&gw).await);
+        open.push(served_and_kept(gw.addr).await);
     }
     let mut third = TcpStream::connect(gw.addr)
         .await
@@ -308,7 +295,7 @@ async fn one_address_gets_at_most_its_share_of_connections() {
     let (_svc, gw) = gateway("max_connections_per_address: 2").await;
     let mut open = Vec::new();
     for _ in 0..2 {
-        open.push(served_connection(&gw).await);
+        open.push(served_and_kept(gw.addr).await);
     }
     let mut third = TcpStream::connect(gw.addr).await.expect("connect");
     // Closed at once.

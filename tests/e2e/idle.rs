@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::metrics::Metrics;
-use crate::support::{Backend, Gateway, get, upstream};
+use crate::support::{Backend, Gateway, get, get_all_at_once, upstream};
 
 async fn gateway(server: &str, keepalive: &str) -> (Backend, Gateway) {
     let svc = Backend::start("svc").await;
@@ -287,15 +287,7 @@ async fn after_a_burst_the_upstream_pool_keeps_its_idle_bound_then_closes_them()
     .await;
     svc.set_delay(Duration::from_millis(300));
     // 200 requests at once: 200 upstream connections while they wait.
-    let burst: Vec<_> = (0..200)
-        .map(|_| {
-            let url = gw.url("/");
-            tokio::spawn(async move { get(&url).await.status })
-        })
-        .collect();
-    for request in burst {
-        assert_eq!(request.await.expect("request"), 200);
-    }
+    get_all_at_once(&gw.url("/"), 200).await;
     assert!(
         svc.connections_accepted() > 8,
         "the burst needed more than the bound"

@@ -10,7 +10,7 @@ pub mod tls;
 pub mod tokens;
 
 pub use backend::Backend;
-pub use client::{get, raw, send};
+pub use client::{get, get_all_at_once, get_with, raw, send, served_and_kept};
 pub use gateway::Gateway;
 pub use metrics::Metrics;
 pub use plugins::PluginDir;

@@ -7,13 +7,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::support::{Backend, Gateway, get, send, upstream};
+use crate::support::{Backend, Gateway, get, get_all_at_once, get_with, served_and_kept, upstream};
 
 const WORKERS: usize = 4;
 
@@ -90,12 +87,14 @@ async fn sticky_hashing_sends_a_key_to_one_target_whichever_worker_takes_it() {
     let c = Backend::start("c").await;
     let extra = "    balance: consistent_hash\n    hash_on: header:x-user-id\n";
     let gw = Gateway::start(&config("", &upstream("pool", &[&a, &b, &c], extra)));
+    let url = gw.url("/");
     let owner = |user: usize| {
-        let request = Request::get(gw.url("/"))
-            .header("x-user-id", format!("user-{user}"))
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        async move { send(request).await.backend() }
+        let url = url.clone();
+        async move {
+            get_with(&url, "x-user-id", &format!("user-{user}"))
+                .await
+                .backend()
+        }
     };
     let mut owners = Vec::new();
     for user in 0..30 {
@@ -130,22 +129,6 @@ async fn a_reload_reaches_every_worker() {
     }
 }
 
-/// A client that made one request and keeps its connection open.
-async fn served_and_kept(gw: &Gateway) -> TcpStream {
-    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = [0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-        .await
-        .expect("answered")
-        .expect("read");
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    stream
-}
-
 #[tokio::test]
 async fn max_connections_counts_the_connections_of_every_worker_together() {
     let svc = Backend::start("svc").await;
@@ -155,7 +138,7 @@ async fn max_connections_counts_the_connections_of_every_worker_together() {
     ));
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(served_and_kept(&gw).await);
+        held.push(served_and_kept(gw.addr).await);
     }
     // Whichever worker's socket the next ones land on, they wait.
     let mut waiting = Vec::new();
@@ -195,15 +178,7 @@ async fn each_worker_keeps_at_most_its_own_idle_upstream_connections() {
         ),
     ));
     svc.set_delay(Duration::from_millis(300));
-    let burst: Vec<_> = (0..100)
-        .map(|_| {
-            let url = gw.url("/");
-            tokio::spawn(async move { get(&url).await.status })
-        })
-        .collect();
-    for request in burst {
-        assert_eq!(request.await.expect("request"), 200);
-    }
+    get_all_at_once(&gw.url("/"), 100).await;
     assert!(
         svc.connections_accepted() > 2 * WORKERS,
         "the burst needed more"

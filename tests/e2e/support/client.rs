@@ -83,6 +83,48 @@ pub async fn get(url: &str) -> Reply {
     .await
 }
 
+/// GET `url` with one header set.
+pub async fn get_with(url: &str, name: &str, value: &str) -> Reply {
+    send(
+        Request::get(url)
+            .header(name, value)
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+    )
+    .await
+}
+
+/// `count` GETs of `url` at once, each on a connection of its own; every
+/// one must be answered 200.
+pub async fn get_all_at_once(url: &str, count: usize) {
+    let requests: Vec<_> = (0..count)
+        .map(|_| {
+            let url = url.to_string();
+            tokio::spawn(async move { get(&url).await.status })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.expect("request"), 200);
+    }
+}
+
+/// A connection to `addr` that was served one request and stays open
+/// (kept alive).
+pub async fn served_and_kept(addr: SocketAddr) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("answered")
+        .expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    stream
+}
+
 pub async fn send(request: Request<Full<Bytes>>) -> Reply {
     send_with(Client::builder(TokioExecutor::new()).build_http(), request).await
 }
