@@ -249,3 +249,26 @@ async fn a_second_gateway_on_a_port_in_use_fails_to_start_whatever_its_workers()
         assert_eq!(get(&first.url("/")).await.status, 200);
     }
 }
+
+#[tokio::test]
+async fn a_tokio_worker_threads_that_is_not_a_number_is_named_and_ignored() {
+    let svc = Backend::start("svc").await;
+    let gw = Gateway::start_with_env(
+        &format!(
+            "upstreams:\n{}routes:\n  - {{ name: all, upstream: pool }}\n",
+            upstream("pool", &[&svc], "")
+        ),
+        &[("TOKIO_WORKER_THREADS", "many")],
+    );
+    for _ in 0..5 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    let log = gw
+        .log_with(&["TOKIO_WORKER_THREADS is not a positive number"])
+        .await;
+    assert!(
+        log.contains("TOKIO_WORKER_THREADS is not a positive number; ignored")
+            && log.contains("many"),
+        "{log}"
+    );
+}
