@@ -174,7 +174,6 @@ async fn proxy<'s>(
     mut trail: Option<&mut Entry>,
     counted: &mut &'s RouteMetrics,
 ) -> Result<Response<Body>, ProxyError> {
-    let request_id = &ids.request;
     let Admitted { request, host } = edge::admit(request, client).await?;
     let mut request = request.map(Either::Left);
     let matched = snapshot
@@ -219,13 +218,26 @@ async fn proxy<'s>(
     if plugins.is_empty() {
         return target.exchange(request, false, None, trail).await;
     }
+    // Boxed: the hooks' futures are large, and without the box every
+    // request's future would be as large, copied each time it moves.
+    Box::pin(through_plugins(target, request, plugins, ids, trail)).await
+}
 
+/// The rest of the pipeline for a route with plugins: request hooks, the
+/// exchange unless a hook answered, then response hooks in reverse.
+async fn through_plugins(
+    target: Target<'_>,
+    request: Request<Body>,
+    plugins: &crate::plugin::Chain,
+    ids: &Ids,
+    mut trail: Option<&mut Entry>,
+) -> Result<Response<Body>, ProxyError> {
     let mut context = RequestContext::new(
-        request_id,
-        &client.ip_text,
-        client.tls.clone(),
-        &matched.params,
-        &upstream.name,
+        &ids.request,
+        &target.client.ip_text,
+        target.client.tls.clone(),
+        &target.matched.params,
+        &target.upstream.name,
     );
     let hooks = trail.is_some().then(Instant::now);
     let flow = plugins.on_request(request, &mut context).await;

@@ -165,7 +165,10 @@ impl ConnectionPool {
         loop {
             let (sender, reused) = match self.checkout(connections, upgrade) {
                 Some(sender) => (sender, true),
-                None => self.connect_or_share(connections, upgrade).await?,
+                // Boxed: connecting (TCP, TLS, handshake) is the rare path,
+                // and its large future would otherwise be part of every
+                // request's, and copied each time that one moves.
+                None => Box::pin(self.connect_or_share(connections, upgrade)).await?,
             };
             let unsent = match sender {
                 Sender::Http1(mut sender) => match sender.try_send_request(request).await {
