@@ -28,8 +28,16 @@ impl TraceContext {
     /// `traceparent` (and drops a `tracestate` without a valid parent, or an
     /// oversized one) for the upstream.
     pub fn propagate(headers: &mut HeaderMap) -> Self {
-        let parent = headers
-            .get(&TRACEPARENT)
+        // One pass over the names first: most requests carry neither
+        // header, and each lookup would cost a hash.
+        let (mut given_parent, mut given_state) = (false, false);
+        for name in headers.keys() {
+            given_parent |= name == TRACEPARENT;
+            given_state |= name == TRACESTATE;
+        }
+        let parent = given_parent
+            .then(|| headers.get(&TRACEPARENT))
+            .flatten()
             .and_then(|value| parse(value.as_bytes()));
         let context = match parent {
             Some((trace_id, parent_id, sampled)) => Self {
@@ -48,19 +56,21 @@ impl TraceContext {
         };
         // Several `tracestate` lines are one list; kept only with the
         // parent they belong to, and within the size kept.
-        let state: Vec<&[u8]> = headers
-            .get_all(&TRACESTATE)
-            .iter()
-            .map(HeaderValue::as_bytes)
-            .collect();
-        let joined = (state.len() > 1).then(|| state.join(&b","[..]));
-        let length = state.iter().map(|s| s.len() + 1).sum::<usize>();
-        if context.parent_id.is_none() || length > MAX_TRACESTATE + 1 {
-            headers.remove(&TRACESTATE);
-        } else if let Some(joined) = joined
-            && let Ok(value) = HeaderValue::from_bytes(&joined)
-        {
-            headers.insert(&TRACESTATE, value);
+        if given_state {
+            let state: Vec<&[u8]> = headers
+                .get_all(&TRACESTATE)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect();
+            let joined = (state.len() > 1).then(|| state.join(&b","[..]));
+            let length = state.iter().map(|s| s.len() + 1).sum::<usize>();
+            if context.parent_id.is_none() || length > MAX_TRACESTATE + 1 {
+                headers.remove(&TRACESTATE);
+            } else if let Some(joined) = joined
+                && let Ok(value) = HeaderValue::from_bytes(&joined)
+            {
+                headers.insert(&TRACESTATE, value);
+            }
         }
         if let Ok(value) = HeaderValue::from_bytes(&context.traceparent()) {
             headers.insert(&TRACEPARENT, value);
