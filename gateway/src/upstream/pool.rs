@@ -217,9 +217,26 @@ impl ConnectionPool {
             }
         }
         let mut idle = connections.idle_here().lock().ok()?;
-        self.drop_expired(&mut idle);
-        let ready = idle.iter().position(|c| c.sender.is_ready())?;
-        Some(Sender::Http1(idle.swap_remove(ready).sender))
+        self.take_ready(&mut idle).map(Sender::Http1)
+    }
+
+    /// The most recently returned connection that is ready, dropping closed
+    /// and expired ones met on the way. Not a sweep of the whole list on
+    /// every request: the reaper sweeps the rest.
+    fn take_ready(&self, idle: &mut Vec<Pooled>) -> Option<http1::SendRequest<Body>> {
+        let now = Instant::now();
+        let mut at = idle.len();
+        while at > 0 {
+            at -= 1;
+            let connection = &idle[at];
+            if connection.sender.is_closed() || now - connection.returned >= self.idle_timeout {
+                // What moves into `at` was already looked at.
+                idle.swap_remove(at);
+            } else if connection.sender.is_ready() {
+                return Some(idle.swap_remove(at).sender);
+            }
+        }
+        None
     }
 
     /// Back into the list at once: busy until its response body is read,
