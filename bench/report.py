@@ -19,6 +19,7 @@ ROWS = [
     ("envoy", "Envoy, one worker"),
     ("gateway", "gateway, no plugins, default workers"),
     ("gateway-1worker", "gateway, no plugins, `workers: 1`"),
+    ("hyper-floor", "the least a hyper proxy does (tools/hyper-floor), one worker"),
     ("gateway-baseline", "gateway, no plugins, baseline build (BENCH_BASELINE)"),
     ("gateway-accesslog", "gateway, no plugins, JSON access log of every request"),
     ("gateway-transform", "gateway + transform plugin"),
@@ -97,6 +98,11 @@ def targets(results):
         lines.append(f"- no-plugin gateway, default workers, vs nginx: {plain['cpu_us'] / nginx['cpu_us']:.2f}x "
                      f"CPU per request ({plain['cpu_us']:.1f} vs {nginx['cpu_us']:.1f} us; target <= 1.10); "
                      f"p99 {plain['p99_ms']:.3f} vs {nginx['p99_ms']:.3f} ms")
+    floor = results.get("hyper-floor")
+    if cpu(floor) and cpu(plain) and cpu(nginx):
+        lines.append(f"- hyper's share: the least hyper proxy vs nginx {floor['cpu_us'] / nginx['cpu_us']:.2f}x; "
+                     f"the gateway vs it {plain['cpu_us'] / floor['cpu_us']:.2f}x "
+                     f"({plain['cpu_us'] - floor['cpu_us']:.1f} us per request of the gateway's own)")
     if cpu(one) and cpu(plain):
         lines.append(f"- default workers vs `workers: 1`: {plain['cpu_us'] / one['cpu_us']:.2f}x CPU per request "
                      f"(target <= 1.03)")
@@ -243,6 +249,7 @@ def idle_table(work):
 
 INSTRUCTION_ROWS = (("instructions-nginx", "nginx (`master_process off`, so callgrind follows its one worker)"),
                     ("instructions-gateway", "gateway, no plugins"),
+                    ("instructions-hyper-floor", "the least a hyper proxy does (tools/hyper-floor)"),
                     ("instructions-gateway-3-plugins", "gateway + transform, CORS and rate-limit plugins"))
 
 
