@@ -229,7 +229,7 @@ impl ConnectionPool {
         while at > 0 {
             at -= 1;
             let connection = &idle[at];
-            if connection.sender.is_closed() || now - connection.returned >= self.idle_timeout {
+            if !self.usable(connection, now) {
                 // What moves into `at` was already looked at.
                 idle.swap_remove(at);
             } else if connection.sender.is_ready() {
@@ -254,7 +254,12 @@ impl ConnectionPool {
 
     fn drop_expired(&self, idle: &mut Vec<Pooled>) {
         let now = Instant::now();
-        idle.retain(|c| !c.sender.is_closed() && now - c.returned < self.idle_timeout);
+        idle.retain(|c| self.usable(c, now));
+    }
+
+    /// Open, and returned less than the idle timeout before `now`.
+    fn usable(&self, connection: &Pooled, now: Instant) -> bool {
+        !connection.sender.is_closed() && now - connection.returned < self.idle_timeout
     }
 
     /// Closes idle connections past the idle timeout, every half timeout,
